@@ -1,0 +1,64 @@
+// gemm.cpp -- dispatch of the linear kernels (gemm_kernels.inc, compiled per instruction set) and the naive
+// reference kept beside them. Shapes and layout: see gemm.h.
+#include "gemm.h"
+#include "cpu.h"
+#include "simd.h"
+#include <vector>
+#ifdef OMNIREF_OPENMP
+#include <omp.h>
+#endif
+
+namespace isa_generic {
+#include "gemm_kernels.inc"
+}
+#ifdef OMNI_HAVE_X86_ISAS
+OMNI_ISA_BEGIN(avx512)
+#include "gemm_kernels.inc"
+OMNI_ISA_END
+OMNI_ISA_BEGIN(avx2)
+#include "gemm_kernels.inc"
+OMNI_ISA_END
+#endif
+
+namespace omni {
+namespace {
+inline float widen(uint16_t h) { uint32_t u = uint32_t(h) << 16; float f; std::memcpy(&f, &u, 4); return f; }
+
+// Reference: one dot product per output, float32 accumulation in k order (what a textbook loop does).
+template <class WT, class Cvt>
+void naive(const float* x, const WT* W, const float* bias, float* y, int64_t M, int64_t N, int64_t K, Cvt cvt) {
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      float s = 0.f;
+      for (int64_t k = 0; k < K; ++k) s += x[m * K + k] * cvt(W[n * K + k]);
+      y[m * N + n] = s + (bias ? bias[n] : 0.f);
+    }
+}
+}  // namespace
+
+void linear_naive_f32(const float* x, const float* W, const float* b, float* y, int64_t M, int64_t N, int64_t K) {
+  naive(x, W, b, y, M, N, K, [](float v) { return v; });
+}
+void linear_naive_bf16(const float* x, const uint16_t* W, const float* b, float* y, int64_t M, int64_t N, int64_t K) {
+  naive(x, W, b, y, M, N, K, widen);
+}
+
+void linear_f32(const float* x, const float* W, const float* b, float* y, int64_t M, int64_t N, int64_t K) {
+  switch (isa()) {
+#ifdef OMNI_HAVE_X86_ISAS
+    case Isa::avx512: return isa_avx512::linear(x, W, b, y, M, N, K);
+    case Isa::avx2: return isa_avx2::linear(x, W, b, y, M, N, K);
+#endif
+    default: return isa_generic::linear(x, W, b, y, M, N, K);
+  }
+}
+void linear_bf16(const float* x, const uint16_t* W, const float* b, float* y, int64_t M, int64_t N, int64_t K) {
+  switch (isa()) {
+#ifdef OMNI_HAVE_X86_ISAS
+    case Isa::avx512: return isa_avx512::linear(x, W, b, y, M, N, K);
+    case Isa::avx2: return isa_avx2::linear(x, W, b, y, M, N, K);
+#endif
+    default: return isa_generic::linear(x, W, b, y, M, N, K);
+  }
+}
+}  // namespace omni

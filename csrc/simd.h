@@ -1,0 +1,190 @@
+// simd.h -- one vector interface `V`, three instruction sets, chosen at run time.
+//
+// Every fast kernel in csrc/ is written once as a template over `V` (kernels read like scalar code with
+// `V::fma`, `V::load`, ...). Each kernel file then compiles its template body three times, inside
+//   OMNI_ISA_BEGIN(avx512) ... OMNI_ISA_END   -> namespace isa_avx512, 16 float lanes (AVX-512F/BW/DQ/VL)
+//   OMNI_ISA_BEGIN(avx2)   ... OMNI_ISA_END   -> namespace isa_avx2,    8 float lanes (AVX2 + FMA)
+//   namespace isa_generic                      -> 1 lane, plain C++ (any CPU; the compiler may vectorize)
+// The regions use `#pragma GCC target(...)`, i.e. per-function target attributes: the whole build stays
+// plain x86-64 (no -march=native), and cpu.cpp picks the widest set the CPU reports (cpuid) at import.
+//
+// Interface of V (R = register of N floats):
+//   N, zero(), set1(x), load/loadu(p), storeu(p, r), loadu_part(p, n) / storeu_part(p, r, n) (first n<N
+//   lanes, rest zero / untouched), add, sub, mul, fma(a, b, c) = a*b + c, max, reduce_add, reduce_max,
+//   exp(r) (Cephes-style expf, ~2 ulp, exp(x < -87) = 0), load_bf16(p) / load_bf16_part(p, n): N bfloat16
+//   (uint16) widened exactly to float32 (bf16 bits are the high half of the float32 word).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <algorithm>
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#include <immintrin.h>
+#define OMNI_X86 1
+#endif
+
+#if defined(OMNI_X86) && defined(__GNUC__)
+#define OMNI_STR2(x) #x
+#define OMNI_PRAGMA(x) _Pragma(OMNI_STR2(x))
+#define OMNI_TARGET_avx512 "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi2"
+#define OMNI_TARGET_avx2 "avx2,fma,f16c,bmi2"
+#define OMNI_ISA_BEGIN(name)                                 \
+  OMNI_PRAGMA(GCC push_options)                              \
+  OMNI_PRAGMA(GCC target(OMNI_TARGET_##name))                \
+  namespace isa_##name {
+#define OMNI_ISA_END                                         \
+  }                                                          \
+  OMNI_PRAGMA(GCC pop_options)
+#define OMNI_HAVE_X86_ISAS 1
+#endif
+
+// Cephes expf constants: exp(x) = 2^n * exp(r), n = round(x*log2(e)), r = x - n*ln2 (ln2 split in two parts
+// so r is exact), exp(r) by a degree-6 minimax polynomial on [-ln2/2, ln2/2].
+#define OMNI_EXP_HI 88.0f
+#define OMNI_EXP_LO (-87.0f)
+#define OMNI_LOG2E 1.44269504088896341f
+#define OMNI_LN2_HI 0.693359375f
+#define OMNI_LN2_LO (-2.12194440e-4f)
+#define OMNI_EXP_P0 1.9875691500E-4f
+#define OMNI_EXP_P1 1.3981999507E-3f
+#define OMNI_EXP_P2 8.3334519073E-3f
+#define OMNI_EXP_P3 4.1665795894E-2f
+#define OMNI_EXP_P4 1.6666665459E-1f
+#define OMNI_EXP_P5 5.0000001201E-1f
+
+namespace isa_generic {
+struct V {
+  static constexpr int N = 1;
+  using R = float;
+  static inline R zero() { return 0.f; }
+  static inline R set1(float x) { return x; }
+  static inline R load(const float* p) { return *p; }
+  static inline R loadu(const float* p) { return *p; }
+  static inline void storeu(float* p, R r) { *p = r; }
+  static inline R loadu_part(const float* p, int n) { return n > 0 ? *p : 0.f; }
+  static inline void storeu_part(float* p, R r, int n) { if (n > 0) *p = r; }
+  static inline R add(R a, R b) { return a + b; }
+  static inline R sub(R a, R b) { return a - b; }
+  static inline R mul(R a, R b) { return a * b; }
+  static inline R fma(R a, R b, R c) { return std::fma(a, b, c); }
+  static inline R max(R a, R b) { return a > b ? a : b; }
+  static inline float reduce_add(R a) { return a; }
+  static inline float reduce_max(R a) { return a; }
+  static inline R exp(R x) { return x < OMNI_EXP_LO ? 0.f : std::exp(x); }
+  static inline float bf16(uint16_t h) { uint32_t u = uint32_t(h) << 16; float f; std::memcpy(&f, &u, 4); return f; }
+  static inline R load_bf16(const uint16_t* p) { return bf16(*p); }
+  static inline R load_bf16_part(const uint16_t* p, int n) { return n > 0 ? bf16(*p) : 0.f; }
+};
+}  // namespace isa_generic
+
+#ifdef OMNI_HAVE_X86_ISAS
+OMNI_ISA_BEGIN(avx512)
+struct V {
+  static constexpr int N = 16;
+  using R = __m512;
+  static inline __mmask16 m(int n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n < 0 ? 0 : n)) - 1u); }
+  static inline R zero() { return _mm512_setzero_ps(); }
+  static inline R set1(float x) { return _mm512_set1_ps(x); }
+  static inline R load(const float* p) { return _mm512_loadu_ps(p); }
+  static inline R loadu(const float* p) { return _mm512_loadu_ps(p); }
+  static inline void storeu(float* p, R r) { _mm512_storeu_ps(p, r); }
+  static inline R loadu_part(const float* p, int n) { return _mm512_maskz_loadu_ps(m(n), p); }
+  static inline void storeu_part(float* p, R r, int n) { _mm512_mask_storeu_ps(p, m(n), r); }
+  static inline R add(R a, R b) { return _mm512_add_ps(a, b); }
+  static inline R sub(R a, R b) { return _mm512_sub_ps(a, b); }
+  static inline R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+  static inline R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  static inline R max(R a, R b) { return _mm512_max_ps(a, b); }
+  static inline float reduce_add(R a) { return _mm512_reduce_add_ps(a); }
+  static inline float reduce_max(R a) { return _mm512_reduce_max_ps(a); }
+  static inline R exp(R x) {
+    __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(OMNI_EXP_LO), _CMP_LT_OQ);  // also true for -inf
+    x = _mm512_min_ps(x, _mm512_set1_ps(OMNI_EXP_HI));
+    x = _mm512_max_ps(x, _mm512_set1_ps(OMNI_EXP_LO));
+    R n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(OMNI_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    R r = _mm512_fnmadd_ps(n, _mm512_set1_ps(OMNI_LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(OMNI_LN2_LO), r);
+    R p = _mm512_set1_ps(OMNI_EXP_P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P5));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+    // 2^n: put n + 127 in the exponent field (n in [-126, 128] after the clamps; 2^128 = inf is right).
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    R y = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+    return _mm512_mask_blend_ps(tiny, y, _mm512_setzero_ps());
+  }
+  static inline R load_bf16(const uint16_t* p) {
+    __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+  }
+  static inline R load_bf16_part(const uint16_t* p, int n) {
+    __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m(n), p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+  }
+};
+OMNI_ISA_END
+
+OMNI_ISA_BEGIN(avx2)
+struct V {
+  static constexpr int N = 8;
+  using R = __m256;
+  static inline __m256i m(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static inline R zero() { return _mm256_setzero_ps(); }
+  static inline R set1(float x) { return _mm256_set1_ps(x); }
+  static inline R load(const float* p) { return _mm256_loadu_ps(p); }
+  static inline R loadu(const float* p) { return _mm256_loadu_ps(p); }
+  static inline void storeu(float* p, R r) { _mm256_storeu_ps(p, r); }
+  static inline R loadu_part(const float* p, int n) { return _mm256_maskload_ps(p, m(n)); }
+  static inline void storeu_part(float* p, R r, int n) { _mm256_maskstore_ps(p, m(n), r); }
+  static inline R add(R a, R b) { return _mm256_add_ps(a, b); }
+  static inline R sub(R a, R b) { return _mm256_sub_ps(a, b); }
+  static inline R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+  static inline R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static inline R max(R a, R b) { return _mm256_max_ps(a, b); }
+  static inline float reduce_add(R a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static inline float reduce_max(R a) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static inline R exp(R x) {
+    R tiny = _mm256_cmp_ps(x, _mm256_set1_ps(OMNI_EXP_LO), _CMP_LT_OQ);
+    x = _mm256_min_ps(x, _mm256_set1_ps(OMNI_EXP_HI));
+    x = _mm256_max_ps(x, _mm256_set1_ps(OMNI_EXP_LO));
+    R n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(OMNI_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    R r = _mm256_fnmadd_ps(n, _mm256_set1_ps(OMNI_LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(OMNI_LN2_LO), r);
+    R p = _mm256_set1_ps(OMNI_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P5));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    R y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(tiny, y);
+  }
+  static inline R load_bf16(const uint16_t* p) {
+    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+  }
+  static inline R load_bf16_part(const uint16_t* p, int n) {
+    alignas(16) uint16_t tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int i = 0; i < n && i < 8; ++i) tmp[i] = p[i];
+    return load_bf16(tmp);
+  }
+};
+OMNI_ISA_END
+#endif  // OMNI_HAVE_X86_ISAS

@@ -1,0 +1,327 @@
+"""Code2Wav: residual-VQ speech codes -> 24 kHz waveform (FORMAT.md 6.8).
+
+The talker emits, every 80 ms (12.5 Hz), one code per quantizer. Code2Wav turns that [Q, T] grid into sound
+with a fully causal network, so audio can stream out while the talker is still speaking:
+
+    codes [Q, T] --embed_codes (offset per quantizer, mean over Q)--> [T, Hc]
+      --pre_transformer (sliding-window causal attention, 1-D RoPE, layer scale)--> [T, Hc]      (12.5 Hz)
+      --upsample: for r in upsampling_ratios: transposed conv ×r + ConvNeXt block--> [Hc, 4T]    (50 Hz)
+      --decoder: causal conv Hc -> Dd, then per rate r in upsample_rates:
+                 SnakeBeta, transposed conv ×r (channels halve), 3 dilated residual units (d = 1, 3, 9)
+      --SnakeBeta, causal conv -> 1 channel, clamp to [-1, 1]--> wav [S]                          (24 kHz)
+
+Two conventions explain every sample count (FORMAT.md 6.8, reference behaviour 9.7):
+  * causal conv: pad d·(k-1) zeros on the LEFT only, so output t never sees input t+1 ("no future").
+  * causal transposed conv (kernel K, stride r): the full transposed conv has (n-1)·r + K samples; the
+    reference trims K - r at the start AND at the end. With K = 2r every decoder block loses r samples,
+    so S = 1920·T - 555 with the default rates, not 1920·T (see `output_length`).
+
+Legend (dimension letters of the shape comments):
+    Q quantizers (num_quantizers)     T code frames             Hc hidden_size       I intermediate_size
+    nh / nkv query / key-value heads  hd head size              C channels at the current stage
+    N samples at the current stage    K kernel taps             r stride (upsampling factor)   S output samples
+
+Speed: >95% of the FLOPs are the convolutions of the decoder. A stride-1 conv with K taps is computed as K
+shifted matrix products `W[:, :, j] @ x[:, j·d : j·d + N]` (the shifted slices are strided views, no copy),
+which runs at BLAS speed; a transposed conv is one product `W @ x` followed by an overlap-add.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .. import nn
+from ..config import Code2WavConfig
+from ..decoder import Decoder, rope_cos_sin
+from ..weights import WeightView
+
+__all__ = ["Code2Wav", "embed_codes", "pre_transformer", "causal_conv", "depthwise_causal_conv",
+           "causal_trans_conv", "snake_beta", "convnext_block", "residual_unit", "decoder_block",
+           "output_length", "golden_stage"]
+
+F32 = np.float32
+LAYER_NORM_EPS = 1e-6          # ConvNeXt's LayerNorm (fixed in the reference, not in the config)
+SNAKE_EPS = 1e-9               # keeps 1 / e^β finite (the reference's `no_div_by_zero`)
+RESIDUAL_DILATIONS = (1, 3, 9)  # the three residual units of every decoder block (HiFi-GAN / DAC style)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 1. Codes -> frame embeddings
+# ----------------------------------------------------------------------------------------------------------
+def embed_codes(codes: np.ndarray, table: np.ndarray, codebook_size: int) -> np.ndarray:
+    """Average of the Q codebook vectors of each frame.  codes [Q, T] int, table [Q·V, Hc] -> [T, Hc]
+
+    All Q codebooks share one embedding table; quantizer q owns rows q·V .. q·V + V-1 (V = codebook_size),
+    so code c of quantizer q is row c + q·V. RVQ decodes by *summing* codebook vectors; the mean is that
+    sum divided by Q, a fixed scale the network was trained with.
+    """
+    Q = codes.shape[0]
+    offsets = np.arange(Q)[:, None] * codebook_size                 # [Q, 1]
+    return table[codes + offsets].mean(axis=0, dtype=F32)           # [Q, T, Hc] -> [T, Hc]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2. Pre-transformer: Qwen3 decoder layers over the code frames (12.5 Hz, sliding window)
+# ----------------------------------------------------------------------------------------------------------
+def pre_transformer(x: np.ndarray, w: Mapping, cfg: Code2WavConfig) -> np.ndarray:
+    """Qwen3 decoder layers over the code frames (omniref/decoder.py).  [T, Hc] -> [T, Hc]
+
+    What makes it Code2Wav's: no q/k norm (the checkpoint has no q_norm keys), plain 1-D RoPE over frames
+    0..T-1, causal attention limited to a sliding window (frame t sees t-sliding_window+1 .. t, so streaming
+    needs only bounded history), and layer scale (CaiT, Touvron et al. 2021): each residual branch is
+    multiplied by a learned per-channel vector that starts at 0.01, so every layer begins near the identity.
+        x += scale_attn ⊙ o_proj(Attn(RMSNorm(x)))      x += scale_mlp ⊙ SwiGLU(RMSNorm(x))
+    """
+    cos, sin = rope_cos_sin(np.arange(x.shape[0]), cfg.head_dim, cfg.rope_theta)   # [T, hd]
+    return Decoder.from_config(w.scope("pre_transformer."), cfg).forward(x, cos, sin)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 3. Convolution building blocks (channels first: x [C, N], as PyTorch's Conv1d without the batch axis)
+# ----------------------------------------------------------------------------------------------------------
+def causal_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, dilation: int = 1) -> np.ndarray:
+    """Causal 1-D convolution, stride 1.  x [Cin, N], weight [Cout, Cin, K], bias [Cout] -> [Cout, N]
+
+    y[:, t] = b + Σ_j W[:, :, j] · x[:, t - d·(K-1-j)]   with x = 0 before the start (left padding only).
+    Computed as K matrix products of the weight tap with a shifted view of the padded input.
+    """
+    Cout, Cin, K = weight.shape
+    if x.shape[0] != Cin:
+        raise ValueError(f"causal_conv: input has {x.shape[0]} channels, weight expects {Cin}")
+    N = x.shape[1]
+    pad = dilation * (K - 1)
+    xp = np.concatenate([np.zeros((Cin, pad), F32), x], axis=1) if pad else x   # [Cin, pad + N]
+    taps = np.ascontiguousarray(weight.transpose(2, 0, 1))                         # [K, Cout, Cin]
+    y = np.matmul(taps[0], xp[:, 0:N])                                             # [Cout, N]
+    tmp = np.empty_like(y)
+    for j in range(1, K):
+        s = j * dilation
+        y += np.matmul(taps[j], xp[:, s:s + N], out=tmp)                            # tap j sees x[t - d(K-1-j)]
+    if bias is not None:
+        y += bias[:, None]
+    return y
+
+
+def depthwise_causal_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Causal conv with groups = channels: every channel filtered by its own K taps.
+    x [C, N], weight [C, 1, K], bias [C] -> [C, N]"""
+    C, _, K = weight.shape
+    N = x.shape[1]
+    xp = np.concatenate([np.zeros((C, K - 1), F32), x], axis=1)                    # [C, K-1+N]
+    y = weight[:, 0, 0:1] * xp[:, 0:N]
+    for j in range(1, K):
+        y += weight[:, 0, j:j + 1] * xp[:, j:j + N]                                  # [C, N]
+    return y + bias[:, None]
+
+
+def causal_trans_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
+    """Transposed conv (upsampling ×r), trimmed K - r at both ends as in the reference.
+    x [Cin, n], weight [Cin, Cout, K] (PyTorch ConvTranspose1d layout), bias [Cout] -> [Cout, (n+1)·r - K]
+
+    Input sample t spreads K output samples starting at t·r:  full[:, t·r + k] += W[:, :, k]ᵀ x[:, t].
+    One matrix product gives every (t, k) contribution; an overlap-add places them. The right trim drops the
+    samples that would still receive a contribution from the next (unseen) input sample.
+    """
+    Cin, Cout, K = weight.shape
+    r = stride
+    if x.shape[0] != Cin:
+        raise ValueError(f"causal_trans_conv: input has {x.shape[0]} channels, weight expects {Cin}")
+    n = x.shape[1]
+    m = -(-K // r)                                                                  # blocks of r taps
+    if K != m * r:                                                                  # pad taps to m·r
+        weight = np.concatenate([weight, np.zeros((Cin, Cout, m * r - K), weight.dtype)], axis=2)
+    W = weight.reshape(Cin, Cout * m * r).T                                         # [Cout·m·r, Cin]
+    Z = np.matmul(W, x).reshape(Cout, m, r, n)                                      # [Cout, m, r, n]
+    full = np.zeros((Cout, n + m - 1, r), F32)                                      # [Cout, (n+m-1)·r]
+    for b in range(m):                                                              # overlap-add
+        full[:, b:b + n, :] += Z[:, b].transpose(0, 2, 1)                           # tap b·r + p -> t + b
+    full = full.reshape(Cout, (n + m - 1) * r)[:, :(n - 1) * r + K]                 # the true full length
+    trim = K - r
+    y = full[:, trim:full.shape[1] - trim]                                          # [Cout, (n+1)·r - K]
+    return y + bias[:, None]
+
+
+def snake_beta(x: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """SnakeBeta (BigVGAN, Lee et al. 2023): x + sin²(e^α x) / (e^β + 1e-9), per channel.  [C, N] -> [C, N]
+
+    A periodic activation: the sin² term gives the network an easy way to produce oscillations (audio is
+    periodic). α (frequency) and β (magnitude) are stored as logarithms.
+    """
+    a = np.exp(alpha)[:, None]                                                      # [C, 1]
+    inv_b = (F32(1.0) / (np.exp(beta) + F32(SNAKE_EPS)))[:, None]                   # [C, 1]
+    s = x * a
+    np.sin(s, out=s)
+    s *= s
+    s *= inv_b
+    s += x
+    return s
+
+
+def convnext_block(x: np.ndarray, w: Mapping, p: str) -> np.ndarray:
+    """ConvNeXt block (Liu et al. 2022) on channels-first audio.  x [C, N] -> [C, N]
+
+    causal depthwise conv (k=7) -> LayerNorm over channels -> Linear C->4C -> GELU -> Linear 4C->C,
+    scaled by `gamma` and added to the input.
+    """
+    y = depthwise_causal_conv(x, w[p + "dwconv.conv.weight"], w[p + "dwconv.conv.bias"])  # [C, N]
+    y = y.T                                                                                # [N, C]
+    y = nn.layer_norm(y, w[p + "norm.weight"], w[p + "norm.bias"], LAYER_NORM_EPS)
+    y = nn.gelu(nn.linear(y, w[p + "pwconv1.weight"], w[p + "pwconv1.bias"]))             # [N, 4C]
+    y = nn.linear(y, w[p + "pwconv2.weight"], w[p + "pwconv2.bias"])                      # [N, C]
+    return x + (w[p + "gamma"] * y).T                                                      # [C, N]
+
+
+def residual_unit(x: np.ndarray, w: Mapping, p: str, dilation: int) -> np.ndarray:
+    """x + conv2(Snake(conv1(Snake(x)))), conv1 causal k=7 with `dilation`, conv2 k=1.  [C, N] -> [C, N]
+
+    Dilations 1, 3, 9 let three units see 1 + 6·(1+3+9) = 79 past samples at this stage's rate.
+    """
+    h = snake_beta(x, w[p + "act1.alpha"], w[p + "act1.beta"])
+    h = causal_conv(h, w[p + "conv1.conv.weight"], w[p + "conv1.conv.bias"], dilation)
+    h = snake_beta(h, w[p + "act2.alpha"], w[p + "act2.beta"])
+    h = causal_conv(h, w[p + "conv2.conv.weight"], w[p + "conv2.conv.bias"])
+    return x + h
+
+
+def decoder_block(x: np.ndarray, w: Mapping, p: str, rate: int) -> np.ndarray:
+    """SnakeBeta -> transposed conv ×rate (kernel 2·rate, channels halve) -> residual units d = 1, 3, 9.
+    x [C, n] -> [C/2, (n-1)·rate]"""
+    x = snake_beta(x, w[p + "block.0.alpha"], w[p + "block.0.beta"])
+    x = causal_trans_conv(x, w[p + "block.1.conv.weight"], w[p + "block.1.conv.bias"], rate)
+    for u, d in enumerate(RESIDUAL_DILATIONS):
+        x = residual_unit(x, w, f"{p}block.{u + 2}.", d)
+    return x
+
+
+def output_length(T: int, cfg: Code2WavConfig) -> int:
+    """Samples produced by one forward over T frames (FORMAT.md 6.8, step 4).
+
+    Upsampling stages (kernel = stride = r) multiply exactly; each decoder block (kernel 2r) turns n into
+    (n - 1)·r. Default config: ((((4T-1)·8-1)·5-1)·4-1)·3 = 1920·T - 555.
+    """
+    n = int(T)
+    for r in cfg.upsampling_ratios:
+        n *= int(r)
+    for r in cfg.upsample_rates:
+        n = (n - 1) * int(r)
+    return n
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 4. The model
+# ----------------------------------------------------------------------------------------------------------
+class Code2Wav:
+    """codes -> waveform.  Code2Wav(cfg, weights)(codes [Q, T] or [B, Q, T]) -> [S] or [B, 1, S]
+
+    cfg: the `code2wav_config` (Code2WavConfig, or a dict of its fields); weights: the tensors under
+    `code2wav.` with relative keys (`load_weights(case).scope("code2wav.")`, or a plain dict).
+    """
+
+    def __init__(self, cfg: Code2WavConfig | dict, weights: Mapping):
+        self.cfg = Code2WavConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
+        self.w = weights if isinstance(weights, WeightView) else WeightView(weights, "")
+        table = self.w["code_embedding.weight"].shape                               # [Q·V, Hc]
+        expected = (self.cfg.codebook_size * self.cfg.num_quantizers, self.cfg.hidden_size)
+        if tuple(table) != expected:
+            raise ValueError(f"code2wav: code_embedding.weight has shape {list(table)}, the config implies "
+                             f"{list(expected)} (codebook_size·num_quantizers, hidden_size)")
+
+    @property
+    def total_upsample(self) -> int:
+        """Samples per code frame (1920 = 2·2·8·5·4·3 by default: 12.5 Hz -> 24 kHz)."""
+        return self.cfg.total_upsample
+
+    def output_length(self, T: int) -> int:
+        return output_length(T, self.cfg)
+
+    def check_codes(self, codes) -> np.ndarray:
+        """Validate and return codes as int64 [B, Q, T] (ValueError/TypeError naming the numbers)."""
+        codes = np.asarray(codes)
+        if codes.dtype.kind not in "iu":
+            raise TypeError(f"code2wav: codes must be integers, got dtype {codes.dtype}")
+        if codes.ndim == 2:
+            codes = codes[None]
+        if codes.ndim != 3:
+            raise ValueError(f"code2wav: codes must be [Q, T] or [B, Q, T], got shape {list(codes.shape)}")
+        B, Q, T = codes.shape
+        if Q != self.cfg.num_quantizers:
+            raise ValueError(f"code2wav: expected {self.cfg.num_quantizers} quantizers (num_quantizers), "
+                             f"got {Q} rows of codes (shape {list(codes.shape)})")
+        if T < 1:
+            raise ValueError("code2wav: codes hold no frames (T = 0)")
+        lo, hi = int(codes.min()), int(codes.max())
+        if lo < 0 or hi >= self.cfg.codebook_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"code2wav: code {bad} is outside [0, {self.cfg.codebook_size}) "
+                             f"(codebook_size = {self.cfg.codebook_size}); codes range over [{lo}, {hi}]")
+        return codes.astype(np.int64)
+
+    def forward_one(self, codes: np.ndarray) -> np.ndarray:
+        """The whole chain for one validated code grid.  codes [Q, T] -> wav [S]"""
+        w, cfg = self.w, self.cfg
+        x = embed_codes(codes, w["code_embedding.weight"], cfg.codebook_size)      # [T, Hc]
+        x = pre_transformer(x, w, cfg)                                              # [T, Hc]
+        x = np.ascontiguousarray(x.T)                                               # [Hc, T] channels first
+        for i, r in enumerate(cfg.upsampling_ratios):                               # 12.5 Hz -> 50 Hz
+            p = f"upsample.{i}."
+            x = causal_trans_conv(x, w[p + "0.conv.weight"], w[p + "0.conv.bias"], r)  # [Hc, N·r]
+            x = convnext_block(x, w, p + "1.")
+        x = causal_conv(x, w["decoder.0.conv.weight"], w["decoder.0.conv.bias"])    # [Dd, N]
+        for i, r in enumerate(cfg.upsample_rates):                                  # 50 Hz -> 24 kHz
+            x = decoder_block(x, w, f"decoder.{i + 1}.", r)                         # [C/2, (N-1)·r]
+        j = len(cfg.upsample_rates) + 1
+        x = snake_beta(x, w[f"decoder.{j}.alpha"], w[f"decoder.{j}.beta"])
+        x = causal_conv(x, w[f"decoder.{j + 1}.conv.weight"], w[f"decoder.{j + 1}.conv.bias"])  # [1, S]
+        return np.clip(x[0], -1.0, 1.0)                                             # [S]
+
+    def __call__(self, codes) -> np.ndarray:
+        """codes [Q, T] -> [S];  [B, Q, T] -> [B, 1, S] (the reference's output layout)."""
+        single = np.ndim(codes) == 2
+        codes = self.check_codes(codes)
+        wav = np.stack([self.forward_one(c) for c in codes])[:, None, :]            # [B, 1, S]
+        return wav[0, 0] if single else wav
+
+    def chunked_decode(self, codes, chunk_size: int = 300, left_context_size: int = 25) -> np.ndarray:
+        """Streaming decode: chunks of `chunk_size` frames, each re-run with up to `left_context_size`
+        earlier frames as context whose samples are then dropped (FORMAT.md 6.8, step 5).
+        codes [Q, T] -> [S'] or [B, Q, T] -> [B, 1, S'],  S' = Σ_chunks output_length(chunk) (1920·T - 555·chunks).
+
+        A chunk equals the matching stretch of the one-shot output only where the left context covers the
+        receptive field (attention window and convs); each chunk also ends `output_length` short.
+        """
+        for name, v, low in (("chunk_size", chunk_size, 1), ("left_context_size", left_context_size, 0)):
+            if int(v) != v or v < low:
+                raise ValueError(f"code2wav.chunked_decode: {name} must be an integer >= {low}, got {v}")
+        single = np.ndim(codes) == 2
+        codes = self.check_codes(codes)                                             # [B, Q, T]
+        chunk_size, left_context_size = int(chunk_size), int(left_context_size)
+        T, wavs, start = codes.shape[-1], [], 0
+        while start < T:
+            end = min(start + chunk_size, T)
+            # The reference's rule: a full left context once there is more than that much history.
+            ctx = left_context_size if start - left_context_size > 0 else start
+            wav = np.stack([self.forward_one(c) for c in codes[:, :, start - ctx:end]])  # [B, S_chunk]
+            wavs.append(wav[:, ctx * self.total_upsample:])                          # drop the context's samples
+            start = end
+        wav = np.concatenate(wavs, axis=-1)[:, None, :]                             # [B, 1, S']
+        return wav[0, 0] if single else wav
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 5. Golden stage (python -m omniref verify CASE --stage code2wav)
+# ----------------------------------------------------------------------------------------------------------
+def golden_stage(case) -> dict[str, np.ndarray]:
+    """`code2wav.wav` and `code2wav.wav_chunked` from `code2wav.codes` and the case's code2wav weights."""
+    g = case.golden
+    if case.config is None or case.weights is None or "code2wav.codes" not in g:
+        return {}
+    model = Code2Wav(case.config.code2wav_config, case.weights.scope("code2wav."))
+    codes = g["code2wav.codes"]                                                     # [1, Q, T]
+    out = {}
+    if "code2wav.wav" in g:
+        out["code2wav.wav"] = model(codes)                                          # [1, 1, S]
+    if "code2wav.wav_chunked" in g:
+        out["code2wav.wav_chunked"] = model.chunked_decode(
+            codes, int(g["code2wav.chunk_size"]), int(g["code2wav.left_context_size"]))
+    return out

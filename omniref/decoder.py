@@ -1,0 +1,257 @@
+"""The Qwen3 decoder stack shared by the Thinker, the Talker, the code predictor and Code2Wav's pre-transformer.
+
+Legend: L tokens in this call, P tokens already in the KV cache, H hidden, hd head size, nh / nkv query /
+key-value heads, E experts, k experts per token (num_experts_per_tok), I expert width.
+
+One layer, pre-norm (the residual stream x is never normalised in place):
+
+    x ── RMSNorm ── attention(GQA, q/k RMSNorm, RoPE, causal) ──(× layer scale)──(+)── RMSNorm ── MLP ──(+)──>
+    └───────────────────────────────────────────────────────────┘ └──────────────────────────────────┘
+
+where MLP is one of
+    dense SwiGLU          down(silu(gate(x)) ⊙ up(x))                                 (code predictor, code2wav)
+    sparse MoE            Σ_top-k p_e · expert_e(x), router softmax over all E experts    (thinker)
+    MoE + shared expert   the above + sigmoid(shared_expert_gate(x)) · shared_expert(x)   (talker)
+
+Every variant is chosen by the keys the checkpoint holds under the layer (`self_attn.q_norm.weight`,
+`mlp.gate.weight`, `mlp.shared_expert_gate.weight`, `self_attn_layer_scale.scale`), so the same code reads all
+four checkpoints. Rotary angles are computed by the caller (`rope_cos_sin`), because the four models place
+their tokens differently (3-row multimodal positions, or plain 0..L-1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import nn
+
+__all__ = ["rope_inv_freq", "rope_cos_sin", "KVCache", "Decoder", "MoEStats", "swiglu", "moe"]
+
+F32 = np.float32
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rotary angles
+# ---------------------------------------------------------------------------------------------------------
+def rope_inv_freq(head_dim: int, theta: float) -> np.ndarray:
+    """[hd/2] inverse frequencies θ^(-2i/hd), computed in float32 like the reference."""
+    exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(F32) / F32(head_dim)
+    return (F32(1.0) / (F32(theta) ** exponent)).astype(F32)
+
+
+def rope_cos_sin(positions: np.ndarray, head_dim: int, theta: float,
+                 mrope_section: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rotary cos/sin tables.  positions [L] (1-D RoPE) or [3, L] (multimodal: time, height, width rows)
+    -> cos, sin [L, hd].
+
+    Interleaved MRoPE: frequency slot i of the hd/2 slots takes its position from row 1 (height) when
+    i % 3 == 1 and i < 3·mrope_section[1], from row 2 (width) when i % 3 == 2 and i < 3·mrope_section[2], and
+    from row 0 (time) otherwise. Interleaving (t h w t h w ... t t t) gives every axis both fast and slow
+    frequencies, unlike the older split layout (all t slots, then all h, then all w).
+    For a text token the three rows are equal, so MRoPE reduces to ordinary 1-D RoPE.
+    """
+    inv_freq = rope_inv_freq(head_dim, theta)                            # [hd/2]
+    positions = np.asarray(positions, dtype=F32)
+    if positions.ndim == 1:
+        angles = positions[:, None] * inv_freq[None, :]                  # [L, hd/2]
+    else:
+        half = head_dim // 2
+        slot = np.arange(half)
+        row = np.zeros(half, dtype=np.int64)                             # time row by default
+        if mrope_section is not None:
+            row[(slot % 3 == 1) & (slot < 3 * mrope_section[1])] = 1     # height slots
+            row[(slot % 3 == 2) & (slot < 3 * mrope_section[2])] = 2     # width slots
+        angles = positions[row, :].T * inv_freq[None, :]                 # [L, hd/2]
+    emb = np.concatenate([angles, angles], axis=-1)                      # [L, hd] (split-half layout)
+    return np.cos(emb).astype(F32), np.sin(emb).astype(F32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# KV cache
+# ---------------------------------------------------------------------------------------------------------
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far: layer i -> k, v [nkv, P, hd].
+
+    Storage grows by doubling so that appending one token per decode step is amortised O(1) copies.
+    """
+
+    def __init__(self):
+        self._k: list[np.ndarray] = []
+        self._v: list[np.ndarray] = []
+        self._len: list[int] = []
+
+    def __len__(self) -> int:
+        """Tokens cached (P)."""
+        return self._len[0] if self._len else 0
+
+    def append(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Add k, v [nkv, L, hd] of `layer`; return all cached k, v [nkv, P+L, hd] (views)."""
+        if layer == len(self._k):
+            cap = max(16, 2 * k.shape[1])
+            self._k.append(np.empty((k.shape[0], cap, k.shape[2]), F32))
+            self._v.append(np.empty((v.shape[0], cap, v.shape[2]), F32))
+            self._len.append(0)
+        n, add = self._len[layer], k.shape[1]
+        if n + add > self._k[layer].shape[1]:
+            cap = 2 * (n + add)
+            for store in (self._k, self._v):
+                grown = np.empty((store[layer].shape[0], cap, store[layer].shape[2]), F32)
+                grown[:, :n] = store[layer][:, :n]
+                store[layer] = grown
+        self._k[layer][:, n:n + add] = k
+        self._v[layer][:, n:n + add] = v
+        self._len[layer] = n + add
+        return self._k[layer][:, :n + add], self._v[layer][:, :n + add]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MLPs
+# ---------------------------------------------------------------------------------------------------------
+def swiglu(x: np.ndarray, w, prefix: str) -> np.ndarray:
+    """SwiGLU MLP (Shazeer 2020): down(silu(gate(x)) ⊙ up(x)).  x [L, H] -> [L, H]; weights under `prefix`."""
+    g = nn.linear(x, w[prefix + "gate_proj.weight"])                     # [L, I]
+    u = nn.linear(x, w[prefix + "up_proj.weight"])                       # [L, I]
+    return nn.linear(nn.silu(g) * u, w[prefix + "down_proj.weight"])     # [L, H]
+
+
+@dataclass
+class MoEStats:
+    """What the router did in one MoE call, kept for tutorials and debugging (not needed for the output)."""
+    probs: np.ndarray = None        # [L, E] router softmax
+    experts: np.ndarray = None      # [L, k] chosen expert ids, best first
+    weights: np.ndarray = None      # [L, k] mixing weights actually used
+    layer: int = -1
+
+
+def moe(x: np.ndarray, w, prefix: str, num_experts: int, top_k: int, norm_topk_prob: bool,
+        stats: list | None = None, layer: int = -1) -> np.ndarray:
+    """Sparse mixture of experts.  x [L, H] -> [L, H].
+
+    1. Router: logits = x W_gᵀ [L, E], softmax over ALL experts (in float32).
+    2. Each token keeps its top-k experts; with norm_topk_prob their probabilities are renormalised to sum 1.
+    3. Tokens are grouped per expert, so every chosen expert runs one matmul over its tokens, and experts that
+       no token chose are never touched (their weights are never even read from disk).
+    A shared expert, if the layer has one, runs on every token and is scaled by sigmoid(shared_expert_gate(x)).
+    """
+    L = x.shape[0]
+    probs = nn.softmax(nn.linear(x, w[prefix + "gate.weight"]).astype(F32), axis=-1)   # [L, E]
+    if probs.shape[1] != num_experts:
+        raise ValueError(f"{prefix}gate.weight routes to {probs.shape[1]} experts, config says {num_experts}")
+    chosen = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]                   # [L, k]
+    weights = np.take_along_axis(probs, chosen, axis=-1)                             # [L, k]
+    if norm_topk_prob:
+        weights = weights / np.sum(weights, axis=-1, keepdims=True)
+    out = np.zeros_like(x)
+    for e in np.unique(chosen):                                # only experts some token chose
+        rows, slot = np.nonzero(chosen == e)                   # tokens routed to e, and at which rank
+        y = swiglu(x[rows], w, f"{prefix}experts.{e}.")        # [n_e, H]
+        out[rows] += weights[rows, slot][:, None] * y
+    if prefix + "shared_expert_gate.weight" in w:
+        gate = nn.sigmoid(nn.linear(x, w[prefix + "shared_expert_gate.weight"]))     # [L, 1]
+        out += gate * swiglu(x, w, prefix + "shared_expert.")
+    if stats is not None:
+        stats.append(MoEStats(probs=probs, experts=chosen, weights=weights, layer=layer))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The stack
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class Decoder:
+    """A stack of pre-norm decoder layers whose weights live under one checkpoint prefix.
+
+    weights: a mapping with keys relative to the stack (`layers.{i}.self_attn.q_proj.weight`, `norm.weight`),
+             e.g. `Weights.scope("thinker.model.")`.
+    """
+    weights: object
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    num_experts: int = 0            # 0 -> dense SwiGLU layers
+    num_experts_per_tok: int = 0
+    norm_topk_prob: bool = True
+    sliding_window: int | None = None
+    moe_stats: list | None = field(default=None, repr=False)   # set to a list to record router decisions
+
+    @classmethod
+    def from_config(cls, weights, cfg, **overrides) -> "Decoder":
+        """Build from a TextConfig / TalkerTextConfig / CodePredictorConfig / Code2WavConfig."""
+        kw = dict(num_layers=cfg.num_hidden_layers, num_heads=cfg.num_attention_heads,
+                  num_kv_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim, rms_norm_eps=cfg.rms_norm_eps,
+                  num_experts=getattr(cfg, "num_experts", 0) or 0,
+                  num_experts_per_tok=getattr(cfg, "num_experts_per_tok", 0) or 0,
+                  norm_topk_prob=bool(getattr(cfg, "norm_topk_prob", True)),
+                  sliding_window=getattr(cfg, "sliding_window", None))
+        kw.update(overrides)
+        return cls(weights, **kw)
+
+    # --- one layer -------------------------------------------------------------------------------------
+    def attention(self, i: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray,
+                  cache: KVCache | None) -> np.ndarray:
+        """Self-attention of layer i.  x [L, H] (already normalised), cos/sin [L, hd] -> [L, H]."""
+        w, p = self.weights, f"layers.{i}.self_attn."
+        L = x.shape[0]
+        q = nn.linear(x, w[p + "q_proj.weight"]).reshape(L, self.num_heads, self.head_dim)      # [L, nh, hd]
+        k = nn.linear(x, w[p + "k_proj.weight"]).reshape(L, self.num_kv_heads, self.head_dim)   # [L, nkv, hd]
+        v = nn.linear(x, w[p + "v_proj.weight"]).reshape(L, self.num_kv_heads, self.head_dim)   # [L, nkv, hd]
+        if p + "q_norm.weight" in w:
+            # QK-norm (Qwen3): RMSNorm over each head's vector before RoPE keeps attention logits bounded
+            q = nn.rms_norm(q, w[p + "q_norm.weight"], self.rms_norm_eps)
+            k = nn.rms_norm(k, w[p + "k_norm.weight"], self.rms_norm_eps)
+        q = nn.apply_rotary(q.transpose(1, 0, 2), cos, sin)                  # [nh, L, hd]
+        k = nn.apply_rotary(k.transpose(1, 0, 2), cos, sin)                  # [nkv, L, hd]
+        v = v.transpose(1, 0, 2)                                             # [nkv, L, hd]
+        if cache is not None:
+            k, v = cache.append(i, k, v)                                     # [nkv, P+L, hd]
+        o = nn.attention(np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v),
+                         causal=True, sliding_window=self.sliding_window)   # [nh, L, hd]
+        o = o.transpose(1, 0, 2).reshape(L, self.num_heads * self.head_dim)
+        return nn.linear(o, w[p + "o_proj.weight"])                         # [L, H]
+
+    def mlp(self, i: int, x: np.ndarray) -> np.ndarray:
+        """The feed-forward half of layer i: dense SwiGLU, or MoE (+ shared expert). [L, H] -> [L, H]."""
+        p = f"layers.{i}.mlp."
+        if p + "gate.weight" in self.weights:
+            return moe(x, self.weights, p, self.num_experts, self.num_experts_per_tok, self.norm_topk_prob,
+                       stats=self.moe_stats, layer=i)
+        return swiglu(x, self.weights, p)
+
+    def layer(self, i: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray,
+              cache: KVCache | None = None) -> np.ndarray:
+        """Decoder layer i.  x [L, H] -> [L, H]."""
+        w, p, eps = self.weights, f"layers.{i}.", self.rms_norm_eps
+        h = self.attention(i, nn.rms_norm(x, w[p + "input_layernorm.weight"], eps), cos, sin, cache)
+        if p + "self_attn_layer_scale.scale" in w:       # LayerScale (CaiT): a learned per-channel residual gain
+            h = w[p + "self_attn_layer_scale.scale"] * h
+        x = x + h
+        h = self.mlp(i, nn.rms_norm(x, w[p + "post_attention_layernorm.weight"], eps))
+        if p + "mlp_layer_scale.scale" in w:
+            h = w[p + "mlp_layer_scale.scale"] * h
+        return x + h
+
+    # --- the whole stack --------------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, cos: np.ndarray, sin: np.ndarray, cache: KVCache | None = None,
+                hidden_states: list | None = None, after_layer=None) -> np.ndarray:
+        """Run every layer and the final RMSNorm.  x [L, H] (input embeddings), cos/sin [L, hd] -> [L, H].
+
+        cache:          a KVCache; the L new tokens follow the P cached ones (incremental decoding).
+        hidden_states:  if a list, receives num_layers + 1 arrays [L, H]: the input, the raw output of
+                        layers 0..n-2, and the final-norm output (the reference's `output_hidden_states`).
+        after_layer:    optional f(i, x) -> x applied after layer i and after recording it (DeepStack).
+        """
+        if hidden_states is not None:
+            hidden_states.append(x)
+        for i in range(self.num_layers):
+            x = self.layer(i, x, cos, sin, cache)
+            if hidden_states is not None and i < self.num_layers - 1:
+                hidden_states.append(x)
+            if after_layer is not None:
+                x = after_layer(i, x)
+        x = nn.rms_norm(x, self.weights["norm.weight"], self.rms_norm_eps)
+        if hidden_states is not None:
+            hidden_states.append(x)
+        return x

@@ -1,0 +1,72 @@
+"""Golden cases: a directory of reference inputs/outputs produced by the Hugging Face implementation.
+
+    case/
+      config.json          Qwen3OmniMoeConfig (model cases only)
+      model.safetensors    Hub key layout (or model-0000k-of-0000n.safetensors + model.safetensors.index.json)
+      golden.npz           inputs and expected outputs of every stage, keyed "stage.name[.i]"
+      meta.json            provenance, generation settings, per-key documentation
+
+The contract is `shared/golden/FORMAT.md`; `tests/golden/` holds the project's own cases in that format.
+"""
+from __future__ import annotations
+
+import json
+import re
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .config import OmniConfig, load_config
+from .weights import Weights, load_weights
+
+__all__ = ["Case", "numbered", "natural_key"]
+
+
+def natural_key(key: str):
+    """Sort "x.hidden_states.10" after "x.hidden_states.9" (numbers compared as numbers)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
+
+
+def numbered(mapping, prefix: str) -> list:
+    """Values of `prefix0, prefix1, ...` (keys numbered from 0 without gaps) as a list."""
+    out, i = [], 0
+    while f"{prefix}{i}" in mapping:
+        out.append(mapping[f"{prefix}{i}"])
+        i += 1
+    return out
+
+
+class Case:
+    """One golden case directory. Everything is loaded lazily: a preprocessing-only case has no weights."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / "golden.npz").is_file():
+            raise FileNotFoundError(f"{self.path}: not a golden case (no golden.npz)")
+        self.name = self.path.name
+
+    @cached_property
+    def golden(self) -> dict[str, np.ndarray]:
+        with np.load(self.path / "golden.npz") as z:
+            return {k: z[k] for k in z.files}
+
+    @cached_property
+    def meta(self) -> dict:
+        p = self.path / "meta.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    @cached_property
+    def config(self) -> OmniConfig | None:
+        return load_config(self.path) if (self.path / "config.json").is_file() else None
+
+    @cached_property
+    def weights(self) -> Weights | None:
+        has = (self.path / "model.safetensors").is_file() or (self.path / "model.safetensors.index.json").is_file()
+        return load_weights(self.path) if has else None
+
+    def has(self, *keys: str) -> bool:
+        return all(k in self.golden for k in keys)
+
+    def __repr__(self) -> str:
+        return f"Case({str(self.path)!r})"

@@ -1,0 +1,218 @@
+"""Talker prefill input -> codec frames: the talker MoE decoder, its codec head and the generation loop
+(FORMAT.md 6.7).
+
+Each talker step emits codebook 0 of one 80 ms frame; the code predictor completes the frame; the whole frame
+(all G embeddings summed) plus one row of trailing text is the next talker input:
+
+    prefill(inputs_embeds [Lt, Dt]) ──> h ──codec_head──> scores ──penalty, suppress──> tok_0 ─┐
+         ┌─────────────────────────────────────────────────────────────────────────────────┘
+         └─> code predictor(h, E(tok_0)) -> g_1..g_{G-1}                 frame 0 = [tok_0, g_1, ..]
+             x_1 = E(tok_0) + Σ_j E_cp[j-1](g_j) + trailing_text[0] ──> decode ──> h ──> tok_1 ...
+    until tok = codec_eos_token_id (it gets no frame) or max_new_tokens.
+
+The decoder is the thinker's (RMSNorm, GQA with q/k norms, interleaved MRoPE, causal) with the talker's
+sizes and, in every layer, routed experts plus a sigmoid-gated shared expert (`omniref.decoder.moe`).
+Decode steps use position (last prefill position + 1 + k) in all three rows.
+
+Legend: Lt talker prefill length, Dt talker hidden, Vt talker vocab (= codebook size + 1024 specials),
+G num_code_groups, C codebook size, T frames, n_steps talker forwards (T + 1 when it ends with eos).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import nn
+from ..decoder import Decoder, KVCache, rope_cos_sin
+from ..thinker.sampling import SamplingConfig, next_token
+from .code_predictor import CodePredictor
+from .inputs import TalkerInputs, build_talker_inputs
+
+__all__ = ["Talker", "TalkerOutput", "golden_stage", "suppressed_ids", "code_predictor_sampling"]
+
+
+def suppressed_ids(vocab_size: int, eos_id: int) -> np.ndarray:
+    """Codec ids the talker may never emit: the special range [Vt-1024, Vt) except codec eos (FORMAT.md 6.5).
+
+    (pad, bos, think markers and speaker ids are *inputs*; the only special the talker may say is "stop".)
+    """
+    ids = np.arange(max(0, vocab_size - 1024), vocab_size)
+    return ids[ids != eos_id]
+
+
+def code_predictor_sampling(talker: SamplingConfig) -> SamplingConfig:
+    """The code predictor follows the talker's do_sample; when sampling, the reference uses top-k 50, top-p 0.8."""
+    if talker.greedy:
+        return SamplingConfig(do_sample=False)
+    return SamplingConfig(do_sample=True, temperature=1.0, top_k=50, top_p=0.8, seed=talker.seed)
+
+
+@dataclass
+class TalkerOutput:
+    sequences: np.ndarray           # [n_steps] int64 codebook-0 tokens (may end with codec eos)
+    codes: np.ndarray               # [G, T] int64, column t = frame t
+    prefill_hidden: np.ndarray      # [Lt, Dt] final-norm hidden of the prefill
+    step_logits: np.ndarray         # [n_steps, Vt] raw codec_head logits of every forward's last row
+    step_hidden: np.ndarray         # [n_steps, Dt]
+    step_inputs_embeds: np.ndarray  # [n_steps-1, Dt]
+    step_position_ids: np.ndarray   # [3, n_steps-1] float32
+    cp_inputs_embeds: np.ndarray    # [T, 2, Dt]
+    cp_logits: np.ndarray           # [T, G-1, C]
+    cp_tokens: np.ndarray           # [T, G-1] int64
+    ended_with_eos: bool
+
+
+class Talker:
+    """The talker and its code predictor, from a checkpoint (`Weights`) and an `OmniConfig`."""
+
+    def __init__(self, weights, cfg):
+        self.cfg, self.tc = cfg, cfg.talker_config
+        tt = self.tc.text_config
+        self.weights = weights
+        self.decoder = Decoder.from_config(weights.scope("talker.model."), tt)
+        self.codec_embedding = weights["talker.model.codec_embedding.weight"]           # [Vt, Dt]
+        self.codec_head = weights["talker.codec_head.weight"]                           # [Vt, Dt]
+        Vt = self.codec_embedding.shape[0]
+        if self.codec_head.shape[0] != Vt or Vt != tt.vocab_size:
+            raise ValueError(f"talker vocab mismatch: codec_embedding {Vt} rows, codec_head "
+                             f"{self.codec_head.shape[0]} rows, config vocab_size {tt.vocab_size}")
+        cp = self.tc.code_predictor_config
+        if int(cp.num_code_groups) != int(self.tc.num_code_groups):
+            raise ValueError(f"talker_config.num_code_groups {self.tc.num_code_groups} != "
+                             f"code_predictor_config.num_code_groups {cp.num_code_groups}")
+        self.code_predictor = CodePredictor(weights.scope("talker.code_predictor."), cp)
+        self.G, self.C = int(self.tc.num_code_groups), int(cp.vocab_size)
+        for name, i in (("codec_eos_token_id", self.tc.codec_eos_token_id), ("codec_bos_id", self.tc.codec_bos_id)):
+            if not 0 <= i < Vt:
+                raise ValueError(f"talker_config.{name} = {i} is outside the talker vocabulary [0, {Vt})")
+
+    # --- one forward -------------------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
+        """x [L, Dt] at positions [3, L] (after the `len(cache)` cached rows) -> final-norm hidden [L, Dt]."""
+        tt = self.tc.text_config
+        cos, sin = rope_cos_sin(positions, tt.head_dim, tt.rope_theta, tt.mrope_section)  # [L, hd] each
+        return self.decoder.forward(np.asarray(x, np.float32), cos, sin, cache)
+
+    def logits(self, h: np.ndarray) -> np.ndarray:
+        """codec_head: [..., Dt] -> [..., Vt] (codebook-0 ids and the special codec ids)."""
+        return nn.linear(h, self.codec_head)
+
+    # --- inputs from thinker states ----------------------------------------------------------------------
+    def build_inputs(self, input_ids, generated_ids, thinker_embed, thinker_hidden, **kw) -> TalkerInputs:
+        """See `omniref.talker.inputs.build_talker_inputs`."""
+        return build_talker_inputs(self.weights, self.cfg, input_ids, generated_ids, thinker_embed,
+                                   thinker_hidden, **kw)
+
+    # --- the loop ----------------------------------------------------------------------------------------
+    def generate(self, inputs: TalkerInputs, *, max_new_tokens: int = 4096,
+                 sampling: SamplingConfig | None = None, progress=None) -> TalkerOutput:
+        """Prefill with `inputs`, then one frame per step until codec eos (FORMAT.md 6.7).
+
+        sampling: SamplingConfig of the talker (default: greedy with repetition penalty 1.05, the reference's
+        default penalty). The code predictor samples (top-k 50, top-p 0.8) iff the talker does, from the same
+        seeded generator. progress: optional callable(step) for a progress bar.
+        """
+        if int(max_new_tokens) != max_new_tokens or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens}")
+        x0 = np.asarray(inputs.inputs_embeds, np.float32)
+        Dt = self.codec_embedding.shape[1]
+        if x0.ndim != 2 or x0.shape[1] != Dt or x0.shape[0] < 1:
+            raise ValueError(f"talker inputs_embeds must be [Lt, {Dt}], got {list(x0.shape)}")
+        pos0 = np.asarray(inputs.position_ids, np.float32).reshape(3, -1)
+        if pos0.shape[1] != x0.shape[0]:
+            raise ValueError(f"talker position_ids cover {pos0.shape[1]} rows but inputs_embeds has {x0.shape[0]}")
+        sampling = sampling if sampling is not None else SamplingConfig(repetition_penalty=1.05)
+        cp_sampling = code_predictor_sampling(sampling)
+        rng = sampling.generator()
+        cp_choose = (lambda z: int(np.argmax(z))) if cp_sampling.greedy else \
+            (lambda z: next_token(z, cp_sampling, rng=rng))
+        eos = int(self.tc.codec_eos_token_id)
+        suppress = suppressed_ids(self.codec_head.shape[0], eos)
+        trailing = np.asarray(inputs.trailing_text_hidden, np.float32).reshape(-1, Dt)   # [n_trail, Dt]
+
+        cache = KVCache()
+        h = self.forward(x0, pos0, cache)                                   # [Lt, Dt] prefill
+        prefill_hidden, next_pos = h, np.float32(pos0.max() + 1)            # decode: last position + 1 + k
+        tokens, logits_rows, hidden_rows, step_x, step_pos, frames = [], [], [], [], [], []
+        for s in range(int(max_new_tokens)):
+            last = h[-1]                                                    # [Dt]
+            scores = self.logits(last)                                      # [Vt] raw
+            logits_rows.append(scores); hidden_rows.append(last)
+            tok = next_token(scores, sampling, previous=tokens, rng=rng, suppress=suppress)
+            tokens.append(tok)
+            if progress is not None:
+                progress(s)
+            if tok == eos or s + 1 == max_new_tokens:                       # the final token gets no frame
+                break
+            frame = self.code_predictor.predict_frame(last, self.codec_embedding[tok], choose=cp_choose)
+            frames.append(frame)
+            # the next input "hears" the whole frame, plus one row of the text still to be spoken
+            x = self.codec_embedding[tok] + self.code_predictor.residual_embedding(frame.tokens)   # [Dt]
+            x = x + (trailing[s] if s < trailing.shape[0] else inputs.tts_pad)
+            p = np.full((3, 1), next_pos + np.float32(s), np.float32)        # [3, 1]
+            step_x.append(x); step_pos.append(p)
+            h = self.forward(x[None], p, cache)                             # [1, Dt]
+
+        T, G, C = len(frames), self.G, self.C
+        codes = np.zeros((G, T), np.int64)
+        for t, f in enumerate(frames):
+            codes[0, t], codes[1:, t] = tokens[t], f.tokens
+        return TalkerOutput(
+            sequences=np.asarray(tokens, np.int64), codes=codes, prefill_hidden=prefill_hidden,
+            step_logits=np.stack(logits_rows), step_hidden=np.stack(hidden_rows),
+            step_inputs_embeds=np.stack(step_x) if step_x else np.zeros((0, Dt), np.float32),
+            step_position_ids=np.concatenate(step_pos, axis=1) if step_pos else np.zeros((3, 0), np.float32),
+            cp_inputs_embeds=np.stack([f.inputs_embeds for f in frames]) if frames else np.zeros((0, 2, Dt), np.float32),
+            cp_logits=np.stack([f.logits for f in frames]) if frames else np.zeros((0, G - 1, C), np.float32),
+            cp_tokens=codes[1:].T.copy(), ended_with_eos=bool(tokens and tokens[-1] == eos))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Golden stage: python -m omniref verify CASE --stage talker
+# ---------------------------------------------------------------------------------------------------------
+INPUT_KEYS = ("talker.thinker_embed", "talker.thinker_hidden", "thinker.input_ids", "thinker.generated_ids")
+
+
+def golden_stage(case) -> dict[str, np.ndarray]:
+    """Every `talker.*` key (except its inputs thinker_embed / thinker_hidden) and every `code_predictor.*`
+    key, from the thinker states, the prompt ids, the media grids and the clip frame counts."""
+    g = case.golden
+    if case.config is None or case.weights is None or not all(k in g for k in INPUT_KEYS):
+        return {}
+    cfg = case.config
+    gen = (case.meta.get("generation") or {})
+    tgen, thgen = gen.get("talker") or {}, gen.get("thinker") or {}
+    speaker = tgen.get("speaker_id", tgen.get("speaker", "ethan"))
+    talker = Talker(case.weights, cfg)
+    inputs = talker.build_inputs(
+        g["thinker.input_ids"][0], g["thinker.generated_ids"][0], g["talker.thinker_embed"][0],
+        g["talker.thinker_hidden"][0], speaker=speaker, thinker_eos_token_id=thgen.get("eos_token_id"),
+        image_grid_thw=g.get("image.grid_thw"), video_grid_thw=g.get("video.grid_thw"),
+        video_second_per_grid=g.get("video.second_per_grid"),
+        audio_feature_lengths=g["mel.attention_mask"].sum(-1) if "mel.attention_mask" in g else None)
+    sampling = SamplingConfig(repetition_penalty=float(tgen.get("repetition_penalty", 1.05)))
+    out = talker.generate(inputs, max_new_tokens=int(tgen.get("max_new_tokens", 4096)), sampling=sampling)
+    res = {
+        "talker.tts_special_embeds": inputs.tts_special_embeds,
+        "talker.input_ids": inputs.input_ids[None],
+        "talker.attention_mask": np.ones((1, inputs.input_ids.shape[0]), np.int64),
+        "talker.inputs_embeds": inputs.inputs_embeds[None],
+        "talker.trailing_text_hidden": inputs.trailing_text_hidden[None],
+        "talker.position_ids": inputs.position_ids[:, None, :],
+        "talker.prefill_hidden": out.prefill_hidden[None],
+        "talker.step_logits": out.step_logits,
+        "talker.step_hidden": out.step_hidden,
+        "talker.step_inputs_embeds": out.step_inputs_embeds,
+        "talker.step_position_ids": out.step_position_ids[:, None, :],
+        "talker.sequences": out.sequences[None],
+        "talker.codes": out.codes[None],
+        "code_predictor.inputs_embeds": out.cp_inputs_embeds,
+        "code_predictor.logits": out.cp_logits,
+        "code_predictor.tokens": out.cp_tokens,
+    }
+    if "talker.wav" in g:
+        from ..codec.code2wav import Code2Wav
+        res["talker.wav"] = Code2Wav(cfg.code2wav_config, case.weights.scope("code2wav.")).chunked_decode(
+            out.codes[None], chunk_size=300, left_context_size=25)            # [1, 1, S]
+    return {k: v for k, v in res.items() if k in g}

@@ -1,0 +1,198 @@
+"""Token ids -> 3-D multimodal rope positions (FORMAT.md 6.3, the reference's `get_rope_index`).
+
+Qwen3-Omni gives every token three position numbers instead of one: a temporal one, a height one and a width
+one (rows 0, 1, 2). Text advances all three together, so for a text-only prompt the three rows are the
+ordinary `0..L-1`. Vision tokens spread out over a grid: the `h/m x w/m` merged patches of an image share
+one temporal value and take their row/column index as height/width. Video time advances at
+`position_id_per_seconds` positions per second of video, so it can be fractional. Audio tokens are
+consecutive (one position per encoder output token, i.e. 80 ms of sound).
+
+    tokens   : <im_start> user \\n <vision_start> [img][img][img][img] <vision_end> hello
+    temporal :     0       1   2        3          4    4    4    4        6          7
+    height   :     0       1   2        3          4    4    5    5        6          7
+    width    :     0       1   2        3          4    5    4    5        6          7
+
+After a media block, text continues at 1 + the largest position of the block just written (here 5 + 1), so
+a prompt's last position is usually smaller than its length: `rope_deltas = max + 1 - L` (negative) shifts
+the positions of the tokens generated afterwards (`decode_positions`).
+
+Legend: L tokens, n clips/images/videos, t/h/w grid sizes in patches, m `spatial_merge_size`.
+
+The walk below follows the reference's dispatch rules block by block (the order in which it looks for the
+next `<vision_start>` / `<audio_start>`, and the fact that text resumes at 1 + the maximum of the *last*
+block written), because the goldens were made by it and because the talker reuses the same rules with its own
+ids and `use_audio_in_video` forced off (FORMAT.md 6.6 step 5).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["RopeIds", "rope_ids_from_config", "rope_index", "decode_positions", "audio_output_length"]
+
+F32 = np.float32
+
+
+def audio_output_length(n_frames: int) -> int:
+    """Number of audio-encoder tokens for a clip of `n_frames` mel frames (FORMAT.md 6.1 `out_len`).
+
+    The audio encoder owns the definition (omniref.audio.encoder); the rope index and the prompt builder
+    call it through this wrapper so that all three agree by construction.
+    """
+    from omniref.audio.encoder import audio_output_length as out_len
+    return int(out_len(int(n_frames)))
+
+
+@dataclass(frozen=True)
+class RopeIds:
+    """The ids and constants the rope index needs (thinker's or talker's; both configs carry them)."""
+
+    image_token_id: int
+    video_token_id: int
+    audio_token_id: int
+    vision_start_token_id: int
+    audio_start_token_id: int
+    position_id_per_seconds: float
+    spatial_merge_size: int
+
+
+def rope_ids_from_config(cfg) -> RopeIds:
+    """RopeIds from a thinker_config (merge size from its vision_config) or a talker_config (own field)."""
+    merge = getattr(cfg, "spatial_merge_size", None)
+    if merge is None:
+        merge = cfg.vision_config.spatial_merge_size
+    return RopeIds(image_token_id=int(cfg.image_token_id), video_token_id=int(cfg.video_token_id),
+                   audio_token_id=int(cfg.audio_token_id), vision_start_token_id=int(cfg.vision_start_token_id),
+                   audio_start_token_id=int(cfg.audio_start_token_id),
+                   position_id_per_seconds=float(cfg.position_id_per_seconds), spatial_merge_size=int(merge))
+
+
+def _run(start: F32, n: int) -> np.ndarray:
+    """n consecutive positions from `start` in all three rows: [3, n] float32 (text and audio)."""
+    return np.broadcast_to(np.arange(n, dtype=F32) + F32(start), (3, n)).copy()
+
+
+def _vision_grid(start: F32, grid_thw: Sequence[int], t_step: F32, merge: int) -> np.ndarray:
+    """Positions of one image/video's merged tokens: [3, t*(h/m)*(w/m)] float32, row-major over (t, i, j).
+
+    temporal = start + t*t_step, height = start + i, width = start + j. `t_step` is the float32 number of
+    positions per temporal grid (position_id_per_seconds for images, second_per_grid * that for videos).
+    """
+    t, h, w = (int(v) for v in grid_thw)
+    gh, gw = h // merge, w // merge
+    # float32 like the reference: (arange(t) * second_per_grid) * position_id_per_seconds, each step rounded
+    tt = np.repeat(np.arange(t, dtype=F32) * t_step[0] * t_step[1], gh * gw)     # [t*gh*gw]
+    ii = np.tile(np.repeat(np.arange(gh, dtype=F32), gw), t)                      # [t*gh*gw]
+    jj = np.tile(np.arange(gw, dtype=F32), t * gh)                                # [t*gh*gw]
+    return np.stack([tt, ii, jj]) + F32(start)                                    # [3, t*gh*gw]
+
+
+def _interleave(video: np.ndarray, audio: np.ndarray) -> list[np.ndarray]:
+    """Merge video [3, Nv] and audio [3, Na] columns by temporal value (video first on ties): list of slices.
+
+    Returned as the list of pieces in emission order, because the text after the block resumes at
+    1 + the maximum of the *last piece* written (the reference's rule), not of the whole block.
+    """
+    pieces, iv, ia = [], 0, 0
+    while iv < video.shape[1] and ia < audio.shape[1]:
+        if video[0, iv] <= audio[0, ia]:
+            pieces.append(video[:, iv:iv + 1]); iv += 1
+        else:
+            pieces.append(audio[:, ia:ia + 1]); ia += 1
+    if iv < video.shape[1]:
+        pieces.append(video[:, iv:])
+    if ia < audio.shape[1]:
+        pieces.append(audio[:, ia:])
+    return pieces
+
+
+def rope_index(input_ids, ids: RopeIds, *, image_grid_thw=None, video_grid_thw=None, second_per_grid=None,
+               audio_frames=None, use_audio_in_video: bool = False) -> tuple[np.ndarray, np.float32]:
+    """[L] token ids -> (positions [3, L] float32, rope_delta float32 scalar = max + 1 - L).
+
+    image_grid_thw [n_img, 3], video_grid_thw [n_vid, 3] (patch grids, in prompt order), second_per_grid
+    [n_vid] (seconds per temporal grid of each video), audio_frames [n_clips] (valid mel frames of each clip,
+    in prompt order; the token count comes from `audio_output_length`).
+    """
+    toks = [int(v) for v in np.asarray(input_ids).reshape(-1)]
+    L = len(toks)
+    if image_grid_thw is None and video_grid_thw is None:
+        # no vision at all: plain 1-D positions in all rows (audio-only prompts too), delta 0
+        return _run(F32(0), L), F32(0)
+    img = np.zeros((0, 3), np.int64) if image_grid_thw is None else np.asarray(image_grid_thw).reshape(-1, 3)
+    vid = np.zeros((0, 3), np.int64) if video_grid_thw is None else np.asarray(video_grid_thw).reshape(-1, 3)
+    spg = np.ones(len(vid), F32) if second_per_grid is None else np.asarray(second_per_grid, F32).reshape(-1)
+    frames = [] if audio_frames is None else [int(v) for v in np.asarray(audio_frames).reshape(-1)]
+    pps, merge = F32(ids.position_id_per_seconds), ids.spatial_merge_size
+
+    # how many blocks of each kind the walk will visit (the reference counts them up front)
+    after_vs = [toks[i + 1] for i in range(L - 1) if toks[i] == ids.vision_start_token_id]
+    n_images = after_vs.count(ids.image_token_id)
+    n_videos = after_vs.count(ids.audio_start_token_id if use_audio_in_video else ids.video_token_id)
+    n_audios = toks.count(ids.audio_start_token_id)
+    n_blocks = n_images + n_audios + (0 if use_audio_in_video else n_videos)
+
+    pieces: list[np.ndarray] = []            # [3, n] float32 pieces in token order
+    nxt = lambda: F32(pieces[-1].max() + 1) if pieces else F32(0)   # 1 + max of the last piece written
+    st = 0                                   # index of the first token not yet given a position
+    i_img = i_vid = i_aud = 0
+    left_img, left_vid, left_aud = n_images, n_videos, n_audios
+    has_vision = ids.image_token_id in toks or ids.video_token_id in toks
+    for _ in range(n_blocks):
+        s = nxt()
+        end = L + 1
+        vs = toks.index(ids.vision_start_token_id, st) if has_vision and (left_img > 0 or left_vid > 0) else end
+        as_ = toks.index(ids.audio_start_token_id, st) if ids.audio_token_id in toks and left_aud > 0 else end
+        first = min(vs, as_)
+        if first > L:
+            raise ValueError(f"rope index: expected {n_blocks} media blocks but found only {_} in {L} tokens")
+        if first - st:                                       # text up to the block: consecutive positions
+            pieces.append(_run(s, first - st)); s = F32(s + (first - st))
+        audio_in_video = first == vs and vs + 1 == as_
+        n_open = 2 if audio_in_video else 1                  # <vision_start>[<audio_start>]
+        pieces.append(_run(s, n_open)); s = F32(s + n_open)
+        if first == as_:                                     # audio block: consecutive positions
+            n = audio_output_length(frames[i_aud])
+            pieces.append(_run(s, n))
+            st += (first - st) + n_open + n + 1
+            i_aud += 1; left_aud -= 1
+        elif toks[vs + 1] == ids.image_token_id:             # image: grid positions, temporal step pps
+            g = img[i_img]
+            pieces.append(_vision_grid(s, g, (F32(1), pps), merge))
+            st += (first - st) + n_open + int(np.prod(g)) // merge ** 2 + 1
+            i_img += 1; left_img -= 1
+        elif toks[vs + 1] == ids.video_token_id:             # video: temporal step second_per_grid * pps
+            g = vid[i_vid]
+            pieces.append(_vision_grid(s, g, (spg[i_vid], pps), merge))
+            st += (first - st) + n_open + int(np.prod(g)) // merge ** 2 + 1
+            i_vid += 1; left_vid -= 1
+        elif audio_in_video:                                 # video + its own audio, merged by time
+            n = audio_output_length(frames[i_aud])
+            g = vid[i_vid]
+            pieces += _interleave(_vision_grid(s, g, (spg[i_vid], pps), merge), _run(s, n))
+            st += (first - st) + n_open + n + int(np.prod(g)) // merge ** 2 + 2
+            i_aud += 1; i_vid += 1; left_aud -= 1; left_vid -= 1
+        else:
+            raise ValueError(f"token {toks[vs + 1]} after <vision_start> at index {vs} is neither an image, "
+                             f"a video nor an audio start token")
+        n_close = 2 if audio_in_video else 1                 # [<audio_end>]<vision_end> or <audio_end>
+        pieces.append(_run(nxt(), n_close))
+    if st < L:                                               # trailing text
+        pieces.append(_run(nxt(), L - st))
+    pos = np.concatenate(pieces, axis=1)                     # [3, L]
+    if pos.shape[1] != L:
+        raise ValueError(f"rope index produced {pos.shape[1]} positions for {L} tokens: the placeholder "
+                         f"counts do not match the media grids / clip lengths")
+    return pos, F32(pos.max() + 1 - L)
+
+
+def decode_positions(prompt_len: int, rope_delta, n_steps: int, start: int = 0) -> np.ndarray:
+    """Positions of generated tokens start..start+n_steps-1: [3, n_steps] float32.
+
+    Token number `prompt_len + k` of the whole sequence sits at `(prompt_len + k) + rope_delta` in every row,
+    i.e. 1 + the prompt's largest position, + 1 per step.
+    """
+    k = np.arange(prompt_len + start, prompt_len + start + n_steps, dtype=F32)   # [n_steps]
+    return np.broadcast_to(k + F32(rope_delta), (3, n_steps)).copy()

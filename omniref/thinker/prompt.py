@@ -1,0 +1,180 @@
+"""A conversation -> prompt token ids, with every media placeholder expanded to its token count (FORMAT.md 5.4).
+
+The chat layout Qwen3-Omni was trained on ("system", "user", "assistant" and "\\n" are single tokens):
+
+    <im_start> system \\n  ...system text...  <im_end> \\n           (optional)
+    <im_start> user \\n    [media blocks] [text]  <im_end> \\n
+    <im_start> assistant \\n                                       <- the model continues from here
+
+Media blocks, one placeholder token per encoder output row (so the features can be written into them):
+    audio clip  : <audio_start>  audio_token  x out_len(frames)                <audio_end>
+    image       : <vision_start> image_token  x t*h*w/m^2                      <vision_end>
+    video       : <vision_start> video_token  x t*h*w/m^2                      <vision_end>
+    video + own audio (use_audio_in_video):
+                  <vision_start><audio_start> video and audio tokens merged by time <audio_end><vision_end>
+In the merged block, the video tokens of temporal grid g carry the time g * second_per_grid * 13.0 (13.0 is
+the processor's own `position_id_per_seconds`) and audio token k carries k; a video token goes first when
+its time is <= the audio token's. (80 ms per audio token and 13 positions per second agree to 4 %: this
+puts each second of video beside the sound heard during it.)
+
+Legend: L prompt tokens, m spatial merge size, t/h/w patch grid.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence, Union
+
+import numpy as np
+
+from omniref.thinker.positions import audio_output_length
+
+__all__ = ["Audio", "Image", "Video", "PromptIds", "media_tokens", "chat_prompt", "golden_processor_stage",
+           "PROCESSOR_POSITION_ID_PER_SECONDS"]
+
+PROCESSOR_POSITION_ID_PER_SECONDS = 13.0    # Qwen3OmniMoeProcessor's default (not the model config's value)
+
+
+@dataclass
+class Audio:
+    """An audio clip, known by its number of valid mel frames (10 ms each)."""
+    frames: int
+
+
+@dataclass
+class Image:
+    """An image, known by its patch grid (t, h, w) (t = 1)."""
+    grid_thw: Sequence[int]
+
+
+@dataclass
+class Video:
+    """A video: patch grid (t, h, w), seconds per temporal grid, and its own audio track's frames if any."""
+    grid_thw: Sequence[int]
+    second_per_grid: float = 1.0
+    audio_frames: int | None = None
+
+
+Item = Union[str, Sequence[int], Audio, Image, Video]
+
+
+@dataclass(frozen=True)
+class PromptIds:
+    """Every special token id the prompt layout needs."""
+    im_start: int
+    im_end: int
+    system: int
+    user: int
+    assistant: int
+    nl: int
+    audio_start: int
+    audio_end: int
+    audio: int
+    vision_start: int
+    vision_end: int
+    image: int
+    video: int
+    merge_size: int
+
+    @classmethod
+    def from_config(cls, cfg, nl: int) -> "PromptIds":
+        """From an OmniConfig; `nl` is the newline token id (not in config.json: meta.json or the tokenizer)."""
+        t = cfg.thinker_config
+        return cls(im_start=cfg.im_start_token_id, im_end=cfg.im_end_token_id, system=cfg.system_token_id,
+                   user=cfg.user_token_id, assistant=cfg.assistant_token_id, nl=int(nl),
+                   audio_start=t.audio_start_token_id, audio_end=t.audio_end_token_id, audio=t.audio_token_id,
+                   vision_start=t.vision_start_token_id, vision_end=t.vision_end_token_id,
+                   image=t.image_token_id, video=t.video_token_id,
+                   merge_size=t.vision_config.spatial_merge_size)
+
+
+def _n_visual(grid_thw, m: int) -> int:
+    t, h, w = (int(v) for v in grid_thw)
+    if h % m or w % m:
+        raise ValueError(f"patch grid {h}x{w} is not divisible by the merge size {m}")
+    return t * h * w // (m * m)
+
+
+def media_tokens(item, ids: PromptIds, pps: float = PROCESSOR_POSITION_ID_PER_SECONDS) -> list[int]:
+    """One media item -> its expanded token block (start/end markers included)."""
+    m = ids.merge_size
+    if isinstance(item, Audio):
+        return [ids.audio_start] + [ids.audio] * audio_output_length(item.frames) + [ids.audio_end]
+    if isinstance(item, Image):
+        return [ids.vision_start] + [ids.image] * _n_visual(item.grid_thw, m) + [ids.vision_end]
+    if isinstance(item, Video) and item.audio_frames is None:
+        return [ids.vision_start] + [ids.video] * _n_visual(item.grid_thw, m) + [ids.vision_end]
+    if isinstance(item, Video):
+        t, h, w = (int(v) for v in item.grid_thw)
+        per_grid = _n_visual((1, h, w), m)
+        v_time = np.repeat(np.arange(t) * float(item.second_per_grid) * pps, per_grid)   # [t*h*w/m^2] float64
+        n_audio = audio_output_length(item.audio_frames)
+        body, iv, ia = [], 0, 0
+        while iv < len(v_time) and ia < n_audio:          # merge by time, video first on ties
+            if v_time[iv] <= ia:
+                body.append(ids.video); iv += 1
+            else:
+                body.append(ids.audio); ia += 1
+        body += [ids.video] * (len(v_time) - iv) + [ids.audio] * (n_audio - ia)
+        return [ids.vision_start, ids.audio_start] + body + [ids.audio_end, ids.vision_end]
+    raise TypeError(f"not a media item: {type(item).__name__}")
+
+
+def _content(items, ids: PromptIds, encode: Callable[[str], list[int]] | None) -> list[int]:
+    out: list[int] = []
+    for it in ([items] if isinstance(items, str) else items):
+        if isinstance(it, (Audio, Image, Video)):
+            out += media_tokens(it, ids)
+        elif isinstance(it, str):
+            if encode is None:
+                raise ValueError("text given as a string but no tokenizer: pass encode= or token ids")
+            out += list(encode(it))
+        else:
+            out += [int(v) for v in it]                      # already token ids
+    return out
+
+
+def chat_prompt(ids: PromptIds, user, system=None, encode: Callable[[str], list[int]] | None = None) -> np.ndarray:
+    """The prompt for one user turn (and an optional system turn), ending with the assistant header: [L] int64.
+
+    user/system: a string, or a list of items (strings, token-id lists, Audio/Image/Video) in order.
+    """
+    toks: list[int] = []
+    if system is not None:
+        toks += [ids.im_start, ids.system, ids.nl] + _content(system, ids, encode) + [ids.im_end, ids.nl]
+    toks += [ids.im_start, ids.user, ids.nl] + _content(user, ids, encode) + [ids.im_end, ids.nl]
+    toks += [ids.im_start, ids.assistant, ids.nl]
+    return np.asarray(toks, dtype=np.int64)
+
+
+def golden_processor_stage(case) -> dict[str, np.ndarray]:
+    """`processor.input_ids` (FORMAT.md 5.4): <vision_start><image_pad><vision_end><vision_start><video_pad>
+    <vision_end> expanded with the case's image/video grids. The token ids come from meta.json `token_ids`,
+    else config.json, else the `name=id` pairs documented in the key's meaning; without them the stage is
+    reported MISSING."""
+    if "processor.input_ids" not in case.golden:
+        return {}
+    tid = dict(case.meta.get("token_ids") or {})
+    cfg = case.config
+    if cfg is not None:
+        t = cfg.thinker_config
+        tid.setdefault("vision_start", t.vision_start_token_id); tid.setdefault("vision_end", t.vision_end_token_id)
+        tid.setdefault("image_pad", t.image_token_id); tid.setdefault("video_pad", t.video_token_id)
+    need = ("vision_start", "vision_end", "image_pad", "video_pad")
+    if not all(k in tid for k in need):
+        # a preprocessing-only case documents its ids in the key's meaning: "(... vision_start=10, ...)"
+        meaning = ((case.meta.get("keys") or {}).get("processor.input_ids") or {}).get("meaning", "")
+        for name, value in re.findall(r"(\w+)=(\d+)", meaning):
+            tid.setdefault(name, int(value))
+    if not all(k in tid for k in need):
+        raise NotImplementedError("the case gives no token ids for the vision markers (meta.json token_ids)")
+    merge = ((case.meta.get("preprocessing") or {}).get("image_processor") or {}).get("init", {}).get("merge_size")
+    if merge is None and cfg is not None:
+        merge = cfg.thinker_config.vision_config.spatial_merge_size
+    g = case.golden
+    out: list[int] = []
+    for kind, pad in (("image", "image_pad"), ("video", "video_pad")):
+        if f"{kind}.grid_thw" in g:
+            for grid in np.asarray(g[f"{kind}.grid_thw"]).reshape(-1, 3):
+                out += [tid["vision_start"]] + [tid[pad]] * _n_visual(grid, int(merge or 2)) + [tid["vision_end"]]
+    return {"processor.input_ids": np.asarray(out, dtype=np.int64)[None]}

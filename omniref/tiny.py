@@ -1,0 +1,280 @@
+"""A deterministic tiny Qwen3-Omni-MoE checkpoint with seeded random weights, in the Hub key layout.
+
+The demo and the tests need a whole model (audio encoder, vision encoder, MoE thinker, MoE talker with its
+code predictor, Code2Wav) that runs in seconds on two cores and needs no download. This module builds one:
+`tiny_config()` is a config dict shaped like a `save_pretrained` config.json, `tiny_weights(config)` draws
+every tensor FORMAT.md section 2 lists, and `write_tiny_checkpoint(dir)` saves both with the project's own
+safetensors writer, so the rest of the code loads it exactly like a real checkpoint.
+
+Random weights mean the model says nothing meaningful and its "speech" is noise. The point is the traced
+computation: every shape, every special token and every stage runs as in the 30B model, only narrower.
+
+Determinism: each tensor has its own generator seeded from (seed, crc32 of the key), so the values depend only
+on the seed and the key name, never on the order in which keys are drawn or on the numpy build.
+
+Scales (why the numbers below): linear maps are drawn N(0, 1/fan_in) so activations keep unit size through the
+stack; norm weights are 1; embeddings N(0, 1); biases small; layer scales / ConvNeXt gammas small as in the
+reference initialisation; SnakeBeta log-parameters 0 (alpha = beta = 1). Code2Wav's last convolution is
+scaled down so the waveform stays mostly inside [-1, 1] instead of saturating the final clamp.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["TINY_TOKEN_IDS", "tiny_config", "tiny_weight_shapes", "tiny_weights", "write_tiny_checkpoint",
+           "load_tiny"]
+
+# Token ids of the tiny vocabulary (256 ids): the chat/media specials first, then "text" ids 17.. .
+TINY_TOKEN_IDS = {"unk": 0, "im_start": 1, "im_end": 2, "system": 3, "user": 4, "assistant": 5, "nl": 6,
+                  "audio_start": 7, "audio_end": 8, "audio_pad": 9, "vision_start": 10, "vision_end": 11,
+                  "image_pad": 12, "video_pad": 13, "tts_pad": 14, "tts_bos": 15, "tts_eos": 16}
+
+
+def tiny_config() -> dict:
+    """config.json of the tiny model (Hugging Face field names and nesting; only fields that matter)."""
+    t = TINY_TOKEN_IDS
+    media_ids = dict(audio_token_id=t["audio_pad"], image_token_id=t["image_pad"], video_token_id=t["video_pad"],
+                     audio_start_token_id=t["audio_start"], audio_end_token_id=t["audio_end"],
+                     vision_start_token_id=t["vision_start"], position_id_per_seconds=13)
+    mrope = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3],
+             "interleaved": True, "mrope_interleaved": True}
+    C = 32                                             # codebook size; codec specials sit past it as on the Hub
+    return {
+        "architectures": ["Qwen3OmniMoeForConditionalGeneration"], "model_type": "qwen3_omni_moe",
+        "dtype": "float32", "enable_audio_output": True,
+        "im_start_token_id": t["im_start"], "im_end_token_id": t["im_end"], "system_token_id": t["system"],
+        "user_token_id": t["user"], "assistant_token_id": t["assistant"], "tts_pad_token_id": t["tts_pad"],
+        "tts_bos_token_id": t["tts_bos"], "tts_eos_token_id": t["tts_eos"],
+        "thinker_config": {
+            **media_ids, "vision_end_token_id": t["vision_end"], "user_token_id": t["user"],
+            "audio_config": dict(num_mel_bins=128, d_model=64, encoder_layers=2, encoder_attention_heads=4,
+                                 encoder_ffn_dim=96, downsample_hidden_size=16, output_dim=48, n_window=50,
+                                 n_window_infer=800, max_source_positions=1500, conv_chunksize=500),
+            "vision_config": dict(depth=2, hidden_size=32, num_heads=2, intermediate_size=64, patch_size=16,
+                                  spatial_merge_size=2, temporal_patch_size=2, in_channels=3, out_hidden_size=48,
+                                  num_position_embeddings=64, deepstack_visual_indexes=[0, 1],
+                                  hidden_act="gelu_pytorch_tanh",
+                                  rope_parameters={"rope_type": "axial", "rope_theta": 10000.0}),
+            "text_config": dict(vocab_size=256, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
+                                num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
+                                rope_parameters=mrope, num_experts=8, num_experts_per_tok=2,
+                                moe_intermediate_size=16, norm_topk_prob=True, mlp_only_layers=[],
+                                decoder_sparse_step=1),
+        },
+        "talker_config": {
+            **media_ids, "accept_hidden_layer": 2, "thinker_hidden_size": 48, "num_code_groups": 16,
+            "spatial_merge_size": 2,
+            "codec_pad_id": C + 100, "codec_bos_id": C + 101, "codec_eos_token_id": C + 102,
+            "codec_nothink_id": C + 107, "codec_think_bos_id": C + 108, "codec_think_eos_id": C + 109,
+            "speaker_id": {"chelsie": C + 253, "ethan": C + 254, "aiden": C + 255},
+            "text_config": dict(vocab_size=1024 + C, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
+                                rope_parameters=dict(mrope, interleaved=True), num_local_experts=4,
+                                num_experts_per_tok=2, moe_intermediate_size=16,
+                                shared_expert_intermediate_size=32, norm_topk_prob=False, mlp_only_layers=[]),
+            "code_predictor_config": dict(vocab_size=C, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                          num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                          rms_norm_eps=1e-6, num_code_groups=16,
+                                          rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+        },
+        "code2wav_config": dict(codebook_size=C, num_quantizers=16, hidden_size=32, num_attention_heads=2,
+                                num_key_value_heads=2, num_hidden_layers=2, intermediate_size=64,
+                                rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                                sliding_window=72, upsample_rates=[8, 5, 4, 3], upsampling_ratios=[2, 2],
+                                decoder_dim=48, layer_scale_initial_scale=0.01),
+    }
+
+
+def _decoder_layer(p: str, H: int, nh: int, nkv: int, hd: int, out: dict) -> None:
+    """Attention (with q/k norms) + the two RMSNorms of one Qwen3 layer."""
+    out.update({p + "input_layernorm.weight": (H,), p + "post_attention_layernorm.weight": (H,),
+                p + "self_attn.q_proj.weight": (nh * hd, H), p + "self_attn.k_proj.weight": (nkv * hd, H),
+                p + "self_attn.v_proj.weight": (nkv * hd, H), p + "self_attn.o_proj.weight": (H, nh * hd),
+                p + "self_attn.q_norm.weight": (hd,), p + "self_attn.k_norm.weight": (hd,)})
+
+
+def _swiglu(p: str, H: int, inter: int, out: dict) -> None:
+    out.update({p + "gate_proj.weight": (inter, H), p + "up_proj.weight": (inter, H),
+                p + "down_proj.weight": (H, inter)})
+
+
+def tiny_weight_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """Every checkpoint key of a config (FORMAT.md section 2) -> its shape."""
+    s: dict[str, tuple[int, ...]] = {}
+    th = config["thinker_config"]
+    a, v, tx = th["audio_config"], th["vision_config"], th["text_config"]
+    # audio encoder
+    p, d, ds = "thinker.audio_tower.", a["d_model"], a["downsample_hidden_size"]
+    s.update({p + "conv2d1.weight": (ds, 1, 3, 3), p + "conv2d1.bias": (ds,)})
+    for c in ("conv2d2", "conv2d3"):
+        s.update({p + c + ".weight": (ds, ds, 3, 3), p + c + ".bias": (ds,)})
+    s[p + "conv_out.weight"] = (d, ds * (a["num_mel_bins"] // 8))
+    for i in range(a["encoder_layers"]):
+        q = f"{p}layers.{i}."
+        for n in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            s.update({q + f"self_attn.{n}.weight": (d, d), q + f"self_attn.{n}.bias": (d,)})
+        for n in ("self_attn_layer_norm", "final_layer_norm"):
+            s.update({q + n + ".weight": (d,), q + n + ".bias": (d,)})
+        s.update({q + "fc1.weight": (a["encoder_ffn_dim"], d), q + "fc1.bias": (a["encoder_ffn_dim"],),
+                  q + "fc2.weight": (d, a["encoder_ffn_dim"]), q + "fc2.bias": (d,)})
+    s.update({p + "ln_post.weight": (d,), p + "ln_post.bias": (d,), p + "proj1.weight": (d, d),
+              p + "proj1.bias": (d,), p + "proj2.weight": (a["output_dim"], d), p + "proj2.bias": (a["output_dim"],)})
+    # vision encoder
+    p, hv, ps, m = "thinker.visual.", v["hidden_size"], v["patch_size"], v["spatial_merge_size"]
+    s.update({p + "patch_embed.proj.weight": (hv, 3, v["temporal_patch_size"], ps, ps),
+              p + "patch_embed.proj.bias": (hv,), p + "pos_embed.weight": (v["num_position_embeddings"], hv)})
+    for i in range(v["depth"]):
+        q = f"{p}blocks.{i}."
+        s.update({q + "norm1.weight": (hv,), q + "norm1.bias": (hv,), q + "norm2.weight": (hv,),
+                  q + "norm2.bias": (hv,), q + "attn.qkv.weight": (3 * hv, hv), q + "attn.qkv.bias": (3 * hv,),
+                  q + "attn.proj.weight": (hv, hv), q + "attn.proj.bias": (hv,),
+                  q + "mlp.linear_fc1.weight": (v["intermediate_size"], hv),
+                  q + "mlp.linear_fc1.bias": (v["intermediate_size"],),
+                  q + "mlp.linear_fc2.weight": (hv, v["intermediate_size"]), q + "mlp.linear_fc2.bias": (hv,)})
+    mm = m * m * hv
+    for q, ln in [(p + "merger.", hv)] + [(f"{p}merger_list.{k}.", mm)
+                                           for k in range(len(v["deepstack_visual_indexes"]))]:
+        s.update({q + "ln_q.weight": (ln,), q + "ln_q.bias": (ln,), q + "mlp.0.weight": (mm, mm),
+                  q + "mlp.0.bias": (mm,), q + "mlp.2.weight": (v["out_hidden_size"], mm),
+                  q + "mlp.2.bias": (v["out_hidden_size"],)})
+    # thinker text decoder
+    H, hd = tx["hidden_size"], tx["head_dim"]
+    s.update({"thinker.model.embed_tokens.weight": (tx["vocab_size"], H), "thinker.model.norm.weight": (H,),
+              "thinker.lm_head.weight": (tx["vocab_size"], H)})
+    for i in range(tx["num_hidden_layers"]):
+        q = f"thinker.model.layers.{i}."
+        _decoder_layer(q, H, tx["num_attention_heads"], tx["num_key_value_heads"], hd, s)
+        s[q + "mlp.gate.weight"] = (tx["num_experts"], H)
+        for e in range(tx["num_experts"]):
+            _swiglu(f"{q}mlp.experts.{e}.", H, tx["moe_intermediate_size"], s)
+    # talker
+    tk = config["talker_config"]
+    tt, cp = tk["text_config"], tk["code_predictor_config"]
+    Dt, Th, Ti = tt["hidden_size"], tk["thinker_hidden_size"], tt["intermediate_size"]
+    for q in ("talker.text_projection.", "talker.hidden_projection."):
+        s.update({q + "linear_fc1.weight": (Ti, Th), q + "linear_fc1.bias": (Ti,),
+                  q + "linear_fc2.weight": (Dt, Ti), q + "linear_fc2.bias": (Dt,)})
+    s.update({"talker.model.codec_embedding.weight": (tt["vocab_size"], Dt),
+              "talker.codec_head.weight": (tt["vocab_size"], Dt), "talker.model.norm.weight": (Dt,)})
+    for i in range(tt["num_hidden_layers"]):
+        q = f"talker.model.layers.{i}."
+        _decoder_layer(q, Dt, tt["num_attention_heads"], tt["num_key_value_heads"], tt["head_dim"], s)
+        s[q + "mlp.gate.weight"] = (tt["num_local_experts"], Dt)
+        for e in range(tt["num_local_experts"]):
+            _swiglu(f"{q}mlp.experts.{e}.", Dt, tt["moe_intermediate_size"], s)
+        _swiglu(q + "mlp.shared_expert.", Dt, tt["shared_expert_intermediate_size"], s)
+        s[q + "mlp.shared_expert_gate.weight"] = (1, Dt)
+    C, G = cp["vocab_size"], cp["num_code_groups"]
+    for j in range(G - 1):
+        s.update({f"talker.code_predictor.model.codec_embedding.{j}.weight": (C, Dt),
+                  f"talker.code_predictor.lm_head.{j}.weight": (C, Dt)})
+    for i in range(cp["num_hidden_layers"]):
+        q = f"talker.code_predictor.model.layers.{i}."
+        _decoder_layer(q, cp["hidden_size"], cp["num_attention_heads"], cp["num_key_value_heads"], cp["head_dim"], s)
+        _swiglu(q + "mlp.", cp["hidden_size"], cp["intermediate_size"], s)
+    s["talker.code_predictor.model.norm.weight"] = (cp["hidden_size"],)
+    # code2wav
+    c = config["code2wav_config"]
+    Hc, Dd = c["hidden_size"], c["decoder_dim"]
+    hdc = Hc // c["num_attention_heads"]
+    s["code2wav.code_embedding.weight"] = (c["num_quantizers"] * c["codebook_size"], Hc)
+    for i in range(c["num_hidden_layers"]):
+        q = f"code2wav.pre_transformer.layers.{i}."
+        s.update({q + "self_attn.q_proj.weight": (c["num_attention_heads"] * hdc, Hc),
+                  q + "self_attn.k_proj.weight": (c["num_key_value_heads"] * hdc, Hc),
+                  q + "self_attn.v_proj.weight": (c["num_key_value_heads"] * hdc, Hc),
+                  q + "self_attn.o_proj.weight": (Hc, c["num_attention_heads"] * hdc),
+                  q + "input_layernorm.weight": (Hc,), q + "post_attention_layernorm.weight": (Hc,),
+                  q + "self_attn_layer_scale.scale": (Hc,), q + "mlp_layer_scale.scale": (Hc,)})
+        _swiglu(q + "mlp.", Hc, c["intermediate_size"], s)
+    s["code2wav.pre_transformer.norm.weight"] = (Hc,)
+    for u, r in enumerate(c["upsampling_ratios"]):
+        q = f"code2wav.upsample.{u}."
+        s.update({q + "0.conv.weight": (Hc, Hc, r), q + "0.conv.bias": (Hc,),
+                  q + "1.dwconv.conv.weight": (Hc, 1, 7), q + "1.dwconv.conv.bias": (Hc,),
+                  q + "1.norm.weight": (Hc,), q + "1.norm.bias": (Hc,), q + "1.pwconv1.weight": (4 * Hc, Hc),
+                  q + "1.pwconv1.bias": (4 * Hc,), q + "1.pwconv2.weight": (Hc, 4 * Hc),
+                  q + "1.pwconv2.bias": (Hc,), q + "1.gamma": (Hc,)})
+    s.update({"code2wav.decoder.0.conv.weight": (Dd, Hc, 7), "code2wav.decoder.0.conv.bias": (Dd,)})
+    rates = c["upsample_rates"]
+    for b, r in enumerate(rates):
+        din, dout, q = Dd // 2 ** b, Dd // 2 ** (b + 1), f"code2wav.decoder.{b + 1}.block."
+        s.update({q + "0.alpha": (din,), q + "0.beta": (din,), q + "1.conv.weight": (din, dout, 2 * r),
+                  q + "1.conv.bias": (dout,)})
+        for j in (2, 3, 4):
+            s.update({f"{q}{j}.act1.alpha": (dout,), f"{q}{j}.act1.beta": (dout,),
+                      f"{q}{j}.conv1.conv.weight": (dout, dout, 7), f"{q}{j}.conv1.conv.bias": (dout,),
+                      f"{q}{j}.act2.alpha": (dout,), f"{q}{j}.act2.beta": (dout,),
+                      f"{q}{j}.conv2.conv.weight": (dout, dout, 1), f"{q}{j}.conv2.conv.bias": (dout,)})
+    dl = Dd // 2 ** len(rates)
+    nb = len(rates)
+    s.update({f"code2wav.decoder.{nb + 1}.alpha": (dl,), f"code2wav.decoder.{nb + 1}.beta": (dl,),
+              f"code2wav.decoder.{nb + 2}.conv.weight": (1, dl, 7), f"code2wav.decoder.{nb + 2}.conv.bias": (1,)})
+    return s
+
+
+def _draw(key: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """One tensor, from its own generator seeded by (seed, crc32(key)); the scale follows the key's role."""
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+    leaf = key.rsplit(".", 1)[-1]
+    if "norm" in key.rsplit(".", 2)[-2] or key.endswith(("ln_q.weight", "ln_post.weight")) or \
+            (leaf == "weight" and len(shape) == 1):
+        return np.ones(shape, np.float32)                       # RMSNorm / LayerNorm gains
+    if leaf in ("alpha", "beta"):
+        return np.zeros(shape, np.float32)                      # SnakeBeta logs: e^0 = 1
+    if leaf == "scale":
+        return np.full(shape, 0.01, np.float32)                 # code2wav layer scale (reference initial value)
+    if leaf == "gamma":
+        return np.full(shape, 0.1, np.float32)                  # ConvNeXt residual gain
+    if leaf == "bias":
+        return (0.02 * rng.standard_normal(shape)).astype(np.float32)
+    if "embed_tokens" in key or "codec_embedding" in key or "code_embedding" in key or "pos_embed" in key:
+        return rng.standard_normal(shape).astype(np.float32)    # embedding tables: unit-size rows
+    if "upsample" in key and key.endswith("0.conv.weight") or (key.startswith("code2wav.decoder.")
+                                                               and ".block.1." in key):
+        fan_in = shape[0] * shape[2] / max(1, shape[2] // 2)    # transposed conv: [in, out, k], ~k/stride taps
+    elif "dwconv" in key:
+        fan_in = shape[2]                                       # depthwise: one input channel per output
+    else:
+        fan_in = int(np.prod(shape[1:]))                        # linear [out, in] and conv [out, in, k...]
+    w = rng.standard_normal(shape) / np.sqrt(fan_in)
+    if key.startswith("code2wav.decoder.") and key.endswith("conv.weight") and shape[0] == 1:
+        w *= 0.3                                                # last conv: keep the waveform inside [-1, 1]
+    return w.astype(np.float32)
+
+
+def tiny_weights(config: dict | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """{checkpoint key: float32 array} for every tensor of `config` (default `tiny_config()`)."""
+    config = tiny_config() if config is None else config
+    return {k: _draw(k, shape, seed) for k, shape in tiny_weight_shapes(config).items()}
+
+
+def write_tiny_checkpoint(out_dir, seed: int = 0, *, dtype: str | None = None) -> Path:
+    """Write config.json + model.safetensors of the tiny model into `out_dir` (created); returns the path.
+
+    dtype="BF16" stores the weights as bfloat16 (they widen back exactly to float32 on load).
+    """
+    from .weights import save_safetensors
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = tiny_config()
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    save_safetensors(out / "model.safetensors", tiny_weights(config, seed), dtype=dtype,
+                     metadata={"format": "pt", "omniref": f"tiny random weights, seed {seed}"})
+    return out
+
+
+def load_tiny(cache_dir=None, seed: int = 0):
+    """(OmniConfig, Weights) of the tiny model, writing it to `cache_dir` (default a temp dir) if needed."""
+    import tempfile
+    from .config import load_config
+    from .weights import load_weights
+    base = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "omniref_tiny"
+    path = base / f"seed{seed}"
+    if not (path / "model.safetensors").exists() or not (path / "config.json").exists():
+        write_tiny_checkpoint(path, seed)
+    return load_config(path), load_weights(path)

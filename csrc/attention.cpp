@@ -1,2 +1,131 @@
+// attention.cpp -- dispatch of the flash-style attention (attention_kernels.inc, compiled per instruction
+// set), the naive reference beside it, and the Python entry point. Shapes and masks: see attention.h.
+//   attention(q, k, v, causal, window, segments|None, mask|None, scale, naive=False) -> out [Hq, Lq, D]
+#include "attention.h"
 #include "bindings.h"
-namespace omni { void register_attention(py::module_& m) {} }
+#include "cpu.h"
+#include "simd.h"
+#include <climits>
+#include <vector>
+#ifdef OMNIREF_OPENMP
+#include <omp.h>
+#endif
+
+namespace isa_generic {
+#include "attention_kernels.inc"
+}
+#ifdef OMNI_HAVE_X86_ISAS
+OMNI_ISA_BEGIN(avx512)
+#include "attention_kernels.inc"
+OMNI_ISA_END
+OMNI_ISA_BEGIN(avx2)
+#include "attention_kernels.inc"
+OMNI_ISA_END
+#endif
+
+namespace omni {
+template <class Args>
+static Args to_args(const AttentionCall& c) {
+  return Args{c.q, c.k, c.v, c.out, c.Hq, c.Hkv, c.Lq, c.Lk, c.D, c.causal, c.window, c.seg, c.mask, c.scale};
+}
+
+void attention(const AttentionCall& c) {
+  switch (isa()) {
+#ifdef OMNI_HAVE_X86_ISAS
+    case Isa::avx512: return isa_avx512::attention(to_args<isa_avx512::AttnArgs>(c));
+    case Isa::avx2: return isa_avx2::attention(to_args<isa_avx2::AttnArgs>(c));
+#endif
+    default: return isa_generic::attention(to_args<isa_generic::AttnArgs>(c));
+  }
+}
+
+// Reference: for each query, the whole score row, a max-subtracted softmax, then the weighted sum of v.
+void attention_naive(const AttentionCall& c) {
+  const int64_t G = c.Hq / c.Hkv, D = c.D, off = c.Lk - c.Lq;
+  std::vector<float> s(size_t(c.Lk > 0 ? c.Lk : 1));
+  for (int64_t h = 0; h < c.Hq; ++h)
+    for (int64_t i = 0; i < c.Lq; ++i) {
+      const float* q = c.q + (h * c.Lq + i) * D;
+      const float* kb = c.k + (h / G) * c.Lk * D;
+      const float* vb = c.v + (h / G) * c.Lk * D;
+      const int64_t p = off + i;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < c.Lk; ++j) {
+        bool ok = !(c.causal && j > p) && !(c.window > 0 && j <= p - c.window) &&
+                  !(c.seg && c.seg[j] != c.seg[i]) && !(c.mask && !c.mask[i * c.Lk + j]);
+        float acc = 0.f;
+        if (ok)
+          for (int64_t d = 0; d < D; ++d) acc += q[d] * kb[j * D + d];
+        s[j] = ok ? acc * c.scale : -INFINITY;
+        mx = std::max(mx, s[j]);
+      }
+      float* o = c.out + (h * c.Lq + i) * D;
+      for (int64_t d = 0; d < D; ++d) o[d] = 0.f;
+      if (mx == -INFINITY) continue;  // nothing visible: 0
+      float sum = 0.f;
+      for (int64_t j = 0; j < c.Lk; ++j) { s[j] = std::exp(s[j] - mx); sum += s[j]; }
+      for (int64_t j = 0; j < c.Lk; ++j)
+        if (s[j] != 0.f)
+          for (int64_t d = 0; d < D; ++d) o[d] += s[j] * vb[j * D + d];
+      for (int64_t d = 0; d < D; ++d) o[d] /= sum;
+    }
+}
+
+namespace {
+py::array_t<float> attention_py(const py::array& q, const py::array& k, const py::array& v, bool causal,
+                                int64_t window, const py::object& segments, const py::object& mask, double scale,
+                                bool naive) {
+  check_array<float>(q, "q", 3);
+  check_array<float>(k, "k", 3);
+  check_array<float>(v, "v", 3);
+  const int64_t Hq = q.shape(0), Lq = q.shape(1), D = q.shape(2), Hkv = k.shape(0), Lk = k.shape(1);
+  if (k.shape(2) != D || v.shape(0) != Hkv || v.shape(1) != Lk || v.shape(2) != D)
+    throw py::value_error("attention: q " + shape_str(q) + ", k " + shape_str(k) + ", v " + shape_str(v) +
+                          " must be [Hq, Lq, D], [Hkv, Lk, D], [Hkv, Lk, D]");
+  if (Hkv <= 0 || Hq % Hkv != 0)
+    throw py::value_error("attention: query heads " + std::to_string(Hq) + " must be a multiple of kv heads " +
+                          std::to_string(Hkv));
+  if (window < 0) throw py::value_error("attention: sliding window must be >= 0 (0 = none)");
+  if (!std::isfinite(scale)) throw py::value_error("attention: scale must be finite");
+  AttentionCall c{static_cast<const float*>(q.data()), static_cast<const float*>(k.data()),
+                  static_cast<const float*>(v.data()), nullptr, Hq, Hkv, Lq, Lk, D, causal, window, nullptr,
+                  nullptr, float(scale)};
+  py::array seg_arr, mask_arr;
+  if (!segments.is_none()) {
+    seg_arr = py::reinterpret_borrow<py::array>(segments);
+    check_array<int64_t>(seg_arr, "segments", 1);
+    if (Lq != Lk || seg_arr.shape(0) != Lq)
+      throw py::value_error("attention: segments " + shape_str(seg_arr) + " need Lq == Lk == len(segments), got Lq=" +
+                            std::to_string(Lq) + " Lk=" + std::to_string(Lk));
+    c.seg = static_cast<const int64_t*>(seg_arr.data());
+  }
+  if (!mask.is_none()) {
+    mask_arr = py::reinterpret_borrow<py::array>(mask);
+    if (mask_arr.dtype().is(py::dtype::of<bool>())) {
+      if (mask_arr.ndim() != 2 || !(mask_arr.flags() & py::array::c_style))
+        throw py::value_error("attention: mask must be a C-contiguous 2-D array");
+    } else {
+      check_array<uint8_t>(mask_arr, "mask", 2);
+    }
+    if (mask_arr.shape(0) != Lq || mask_arr.shape(1) != Lk)
+      throw py::value_error("attention: mask " + shape_str(mask_arr) + " must be [Lq, Lk] = [" +
+                            std::to_string(Lq) + ", " + std::to_string(Lk) + "]");
+    c.mask = static_cast<const uint8_t*>(mask_arr.data());
+  }
+  py::array_t<float> out({Hq, Lq, D});
+  c.out = out.mutable_data();
+  if (Hq * Lq * D > 0) {
+    py::gil_scoped_release nogil;
+    naive ? attention_naive(c) : attention(c);
+  }
+  return out;
+}
+}  // namespace
+
+void register_attention(py::module_& m) {
+  m.def("attention", &attention_py, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("causal") = false,
+        py::arg("window") = 0, py::arg("segments") = py::none(), py::arg("mask") = py::none(),
+        py::arg("scale") = 1.0, py::arg("naive") = false,
+        "out[Hq,Lq,D] = softmax(scale q k^T + masks) v with GQA; see csrc/attention.h");
+}
+}  // namespace omni

@@ -1,19 +1,210 @@
-"""Backend switch (placeholder until the C++ backend lands): NumPy only."""
-from __future__ import annotations
-import contextlib
-import os
+"""Which implementation runs the hot ops: the NumPy specification or the C++ kernels.
 
-_active = os.environ.get("OMNIREF_BACKEND", "numpy")
+    OMNIREF_BACKEND=numpy|cpp      default: cpp when the extension `omniref._C` loads, else numpy
+    backend.set_backend("numpy")   process-wide
+    with backend.use("numpy"): ... this thread only, restored on exit
+    OMNIREF_VALIDATE=1 / with backend.validate(): every native call also runs the NumPy path and records
+                                   the max abs / relative difference in `backend.validation_log`
+
+omniref/nn.py asks `kernel(name)` for each op: a callable when the cpp backend is active, else None:
+
+    fn = backend.kernel("linear")
+    if fn is not None:
+        return fn(x, weight, bias)
+    ... NumPy definition ...
+
+Ops: "linear" (x, weight, bias) and "attention" (q, k, v, causal, sliding_window, segments, mask, scale);
+their validated wrappers and semantics are in omniref/_native.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from omniref import _native
+
+BACKENDS = ("numpy", "cpp")
+_local = threading.local()
+_state = {"global": None, "validate": None, "warned": False}
+
+
+@dataclass
+class ValidationRecord:
+    op: str
+    shape: tuple
+    max_abs: float
+    max_rel: float  # max_abs / max(|numpy result|)
+
+
+validation_log: list[ValidationRecord] = []
+
+
+def available() -> bool:
+    """True when the C++ extension is built and importable."""
+    return _native.available()
+
+
+def _warn_once() -> None:
+    if not _state["warned"]:
+        _state["warned"] = True
+        warnings.warn(f"omniref: C++ extension not available ({_native.IMPORT_ERROR}); using the NumPy path",
+                      RuntimeWarning, stacklevel=3)
+
+
+def _check_name(name: str) -> str:
+    name = str(name).strip().lower()
+    if name not in BACKENDS:
+        raise ValueError(f"unknown omniref backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name == "cpp" and not available():
+        raise RuntimeError(f"omniref backend 'cpp' requested but the C++ extension is not available "
+                           f"({_native.IMPORT_ERROR}); build it with `pip install -e .` or use numpy")
+    return name
+
+
+def _default() -> str:
+    env = os.environ.get("OMNIREF_BACKEND", "").strip()
+    if env:
+        return _check_name(env)
+    if available():
+        return "cpp"
+    _warn_once()
+    return "numpy"
 
 
 def active() -> str:
-    return "numpy"
+    """'numpy' or 'cpp': the innermost `use()` of this thread, else `set_backend()`, else the environment."""
+    stack = getattr(_local, "stack", None)
+    if stack:
+        return stack[-1]
+    if _state["global"] is None:
+        _state["global"] = _default()
+    return _state["global"]
+
+
+def set_backend(name: str) -> None:
+    """Select the backend for the whole process (a `use()` block still wins inside it)."""
+    _state["global"] = _check_name(name)
 
 
 @contextlib.contextmanager
 def use(name: str):
-    yield
+    """`with use("numpy"):` run the block on that backend in this thread."""
+    name = _check_name(name)
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    stack.append(name)
+    try:
+        yield name
+    finally:
+        stack.pop()
+
+
+def validating() -> bool:
+    if getattr(_local, "validate", 0):
+        return True
+    if _state["validate"] is None:
+        _state["validate"] = os.environ.get("OMNIREF_VALIDATE", "").strip() not in ("", "0", "false", "no")
+    return _state["validate"]
+
+
+@contextlib.contextmanager
+def validate():
+    """`with validate():` each native call in this thread also runs the NumPy path and logs the difference."""
+    _local.validate = getattr(_local, "validate", 0) + 1
+    try:
+        yield validation_log
+    finally:
+        _local.validate -= 1
+
+
+def _numpy_op(name: str):
+    """The NumPy definition of op `name`: omniref.nn's when it exists, else the reference in _native."""
+    try:
+        from omniref import nn  # the model's specification
+        fn = getattr(nn, name, None)
+    except Exception:
+        fn = None
+    if fn is None:
+        return getattr(_native, f"{name}_reference")
+
+    def run(*args):
+        with use("numpy"):
+            if name == "attention":  # nn.attention takes the mask arguments by keyword
+                q, k, v, causal, sliding_window, segments, mask, scale = args
+                return fn(q, k, v, causal=causal, sliding_window=sliding_window, segments=segments, mask=mask,
+                          scale=scale)
+            return fn(*args)
+    return run
+
+
+def _validated(name: str, native_fn):
+    sig = inspect.signature(native_fn)
+
+    def run(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        args = tuple(bound.arguments.values())  # every parameter, in order
+        out = native_fn(*args)
+        if validating():
+            ref = np.asarray(_numpy_op(name)(*args))
+            err = float(np.max(np.abs(out - ref))) if out.size else 0.0
+            scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+            rec = ValidationRecord(name, tuple(out.shape), err, err / max(scale, 1e-12))
+            validation_log.append(rec)
+            if rec.max_rel > 1e-4:
+                warnings.warn(f"omniref validate: {name}{rec.shape} cpp vs numpy max rel diff {rec.max_rel:.3g}",
+                              RuntimeWarning, stacklevel=2)
+        return out
+    run.__name__ = f"cpp_{name}"
+    run.__doc__ = native_fn.__doc__
+    return run
+
+
+def _linear(x, weight, bias=None):
+    return _native.linear(x, weight, bias)
+
+
+def _attention(q, k, v, causal=False, sliding_window=None, segments=None, mask=None, scale=None):
+    return _native.attention(q, k, v, causal, sliding_window, segments, mask, scale)
+
+
+_KERNELS = {"linear": _validated("linear", _linear), "attention": _validated("attention", _attention)}
+
+
+def kernels() -> tuple[str, ...]:
+    """Names of the ops that have a native kernel."""
+    return tuple(_KERNELS)
 
 
 def kernel(name: str):
-    return None
+    """Validated native callable for op `name` when the cpp backend is active, else None."""
+    if name not in _KERNELS:
+        raise KeyError(f"no native kernel named {name!r}; known: {', '.join(_KERNELS)}")
+    return _KERNELS[name] if active() == "cpp" else None
+
+
+def native_available() -> bool:
+    """Alias of `available()` (used by .ci/run)."""
+    return available()
+
+
+def info() -> dict:
+    """What the native side looks like on this machine (for `omniref bench` and bug reports)."""
+    d = {"backend": active(), "extension": available()}
+    if available():
+        C = _native._C
+        d.update(isa=C.isa(), best_isa=C.best_isa(), threads=C.max_threads(), avx512_bf16=C.cpu_has("avx512_bf16"),
+                 cuda=bool(C.has_cuda), sanitized=bool(C.sanitized))
+    else:
+        d["error"] = str(_native.IMPORT_ERROR)
+    return d
+
+
+native_info = info

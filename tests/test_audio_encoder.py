@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import scipy.signal
 
+from omniref import backend
 from omniref.audio import encoder, mel
+from omniref.golden import Case
 
 
 def _rel(ours, ref):
@@ -25,7 +27,6 @@ def _reference_length(n):
 
 
 def _audio_cases(golden_cases):
-    from omniref.golden import Case
     cases = [Case(d) for d in golden_cases]
     return [c for c in cases if "audio.input_features" in c.golden and c.weights is not None]
 
@@ -33,7 +34,6 @@ def _audio_cases(golden_cases):
 @pytest.fixture
 def tiny(request):
     """Weights and audio config of the first golden model case (any case with an audio tower)."""
-    from omniref.golden import Case
     dirs = request.getfixturevalue("golden_cases")
     for d in dirs:
         case = Case(d)
@@ -57,7 +57,6 @@ def test_output_length_rule():
 
 
 def test_output_length_matches_prompt_placeholders(golden_cases):
-    from omniref.golden import Case
     checked = 0
     for d in golden_cases:
         case = Case(d)
@@ -99,12 +98,16 @@ def test_sinusoids():
 
 
 # ---------------------------------------------------------------------------------------------- goldens
-def test_encoder_matches_goldens(golden_cases):
+@pytest.mark.parametrize("backend_name", ["numpy", "cpp"])
+def test_encoder_matches_goldens(golden_cases, backend_name):
+    if backend_name == "cpp" and not backend.available():
+        pytest.skip("C++ extension not built")
     cases = _audio_cases(golden_cases)
     if not cases:
         pytest.skip("no golden case with audio.* keys")
     for case in cases:
-        out = encoder.golden_stage(case)
+        with backend.use(backend_name):
+            out = encoder.golden_stage(case)
         assert "audio.output" in out and "audio.hidden_states.0" in out
         for key, value in out.items():
             assert value.shape == case.golden[key].shape, key
@@ -172,7 +175,9 @@ def test_clips_do_not_see_each_other(tiny):
     feats, out, _ = _encode(tiny, [a, b])
     _, out_a, _ = _encode(tiny, [a], feats=np.ascontiguousarray(feats[:, :a]))
     _, out_b, _ = _encode(tiny, [b], feats=np.ascontiguousarray(feats[:, a:]))
-    np.testing.assert_allclose(out, np.concatenate([out_a, out_b]), rtol=0, atol=1e-6)
+    # equal up to float32 noise (different batch shapes sum in a different order); a leak across clips
+    # through attention would show at the 1e-2 level (see test_long_audio_windows_isolate)
+    np.testing.assert_allclose(out, np.concatenate([out_a, out_b]), rtol=0, atol=1e-5)
 
 
 def test_chunk_padding_is_call_wide(tiny):

@@ -12,6 +12,7 @@ import scipy.signal
 from scipy.io import wavfile
 
 from omniref.audio import mel, wav
+from omniref.golden import Case
 
 SPEECH = Path(__file__).resolve().parents[1] / "omniref" / "data" / "speech.wav"
 
@@ -98,7 +99,6 @@ def test_mfcc_matches_scipy_dct():
 
 # ---------------------------------------------------------------------------------------------- features
 def _mel_cases(golden_cases):
-    from omniref.golden import Case
     cases = [Case(d) for d in golden_cases]
     return [c for c in cases if "mel.input_features" in c.golden]
 
@@ -118,7 +118,6 @@ def test_mel_matches_goldens(golden_cases):
 
 
 def test_mel_basic_shared(shared_golden):
-    from omniref.golden import Case
     case = Case(Path(shared_golden) / "mel_basic")
     out = mel.golden_stage(case)
     assert _rel(out["mel.input_features"], case.golden["mel.input_features"]) <= 1e-4

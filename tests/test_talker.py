@@ -12,9 +12,8 @@ from omniref.config import load_config
 from omniref.decoder import KVCache
 from omniref.golden import Case
 from omniref.talker import CodePredictor, Talker, build_talker_inputs
-from omniref.talker.inputs import ASSISTANT_PREFIX_ROWS, talker_position_ids
-from omniref.talker.model import golden_stage, suppressed_ids
-from omniref.thinker.sampling import SamplingConfig
+from omniref.talker.inputs import ASSISTANT_PREFIX_ROWS, resize_mlp, talker_position_ids, tts_special_embeds
+from omniref.talker.model import golden_stage, reference_sampling, suppressed_ids
 from omniref.tiny import TINY_TOKEN_IDS, tiny_config, tiny_weight_shapes, tiny_weights, write_tiny_checkpoint
 from omniref.weights import load_weights
 
@@ -91,6 +90,11 @@ def test_tiny_checkpoint_is_deterministic_and_complete(tmp_path):
     # bf16 storage rounds each weight to 8 significant bits
     assert _rel(w["talker.codec_head.weight"], a["talker.codec_head.weight"]) < 1e-2
     assert all(tuple(w.shape(k)) == tuple(s) for k, s in tiny_weight_shapes(cfg).items())
+    # the tts rows are read from the bf16 table without widening it whole, and equal the widened rows
+    ocfg = load_config(path)
+    ids = [ocfg.tts_bos_token_id, ocfg.tts_eos_token_id, ocfg.tts_pad_token_id]
+    expect = resize_mlp(w.scope("talker.text_projection."), w["thinker.model.embed_tokens.weight"][ids])
+    assert np.array_equal(tts_special_embeds(w, ocfg), expect)
 
 
 def test_inputs_layout(tiny):
@@ -188,8 +192,7 @@ def test_sampling_is_seeded(tiny):
     ids, gen, emb, hid, grids = _fake_thinker(cfg)
     talker = Talker(w, cfg)
     ti = talker.build_inputs(ids, gen, emb, hid, **grids)
-    s = lambda seed: SamplingConfig(do_sample=True, temperature=0.9, top_k=50, top_p=1.0,
-                                    repetition_penalty=1.05, seed=seed)
+    s = reference_sampling
     a = talker.generate(ti, max_new_tokens=6, sampling=s(1))
     b = talker.generate(ti, max_new_tokens=6, sampling=s(1))
     c = talker.generate(ti, max_new_tokens=6, sampling=s(2))

@@ -11,7 +11,7 @@ from omniref.thinker.sampling import SamplingConfig
 from omniref.tiny import TINY_TOKEN_IDS, write_tiny_checkpoint
 from omniref.weights import load_weights
 
-from .conftest import model_cases
+from conftest import model_cases
 
 
 @pytest.fixture(scope="module")

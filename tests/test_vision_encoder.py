@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage, special
 
+from omniref import backend
 from omniref.config import load_config
 from omniref.golden import Case
 from omniref.tiny import tiny_config, tiny_weights
@@ -100,11 +101,11 @@ def _reference(vc, w, pixel_values, grid_thw):
     gelu_tanh = lambda u: 0.5 * u * (1 + np.tanh(np.sqrt(2 / np.pi) * (u + 0.044715 * u ** 3)))
     gelu = lambda u: 0.5 * u * (1 + special.erf(u / np.sqrt(2)))
 
-    def merger(xx, pre, post):
-        g = xx.reshape(-1, m * m * hv) if post else _ln(xx, W[pre + "ln_q.weight"], W[pre + "ln_q.bias"]).reshape(-1, m * m * hv)
-        if post:
-            g = _ln(g, W[pre + "ln_q.weight"], W[pre + "ln_q.bias"])
-        return gelu(g @ W[pre + "mlp.0.weight"].T + W[pre + "mlp.0.bias"]) @ W[pre + "mlp.2.weight"].T + W[pre + "mlp.2.bias"]
+    def merger(xx, pre, post):                      # post: LayerNorm after grouping (DeepStack mergers)
+        ln = lambda u: _ln(u, W[pre + "ln_q.weight"], W[pre + "ln_q.bias"])
+        g = ln(xx.reshape(-1, m * m * hv)) if post else ln(xx).reshape(-1, m * m * hv)
+        g = gelu(g @ W[pre + "mlp.0.weight"].T + W[pre + "mlp.0.bias"])
+        return g @ W[pre + "mlp.2.weight"].T + W[pre + "mlp.2.bias"]
 
     for i in range(vc.depth):
         b = f"blocks.{i}."
@@ -129,12 +130,20 @@ def _reference(vc, w, pixel_values, grid_thw):
     return hidden, merger(x, "merger.", post=False), [deep[k] for k in range(len(deep))]
 
 
+def _backend(name):
+    if name == "cpp" and not backend.available():
+        pytest.skip("C++ extension not built")
+    return backend.use(name)
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "cpp"])
 @pytest.mark.parametrize("grid", [[[1, 4, 6]], [[3, 2, 4]], [[1, 2, 2], [2, 4, 2]], [[1, 6, 2]]])
-def test_matches_independent_reference(tower, grid):
+def test_matches_independent_reference(tower, grid, backend_name):
     vc, w = tower
     grid = np.array(grid, np.int64)
     pv = _pixels(vc, grid, seed=int(grid.sum()))
-    out = enc.vision_forward(w, vc, pv, grid, record_hidden=True)
+    with _backend(backend_name):
+        out = enc.vision_forward(w, vc, pv, grid, record_hidden=True)
     hidden, merged, deep = _reference(vc, w, pv, grid)
     assert len(out.hidden_states) == vc.depth + 1
     for i, (a, b) in enumerate(zip(out.hidden_states, hidden)):
@@ -149,14 +158,17 @@ def test_matches_independent_reference(tower, grid):
 # ----------------------------------------------------------------------------------------------------------
 # goldens
 # ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend_name", ["numpy", "cpp"])
 @pytest.mark.parametrize("prefix, stage", [("vision", enc.golden_stage), ("vision_video", enc.golden_video_stage)])
-def test_golden_cases(golden_cases, prefix, stage):
+def test_golden_cases(golden_cases, prefix, stage, backend_name):
     cases = [c for c in map(Case, golden_cases) if f"{prefix}.output" in c.golden]
     if not cases:
         pytest.skip(f"no golden case holds {prefix}.output")
     for case in cases:
-        got = stage(case)
-        expected = [k for k in case.golden if k.startswith(prefix + ".") and not k.endswith(("pixel_values", "grid_thw"))]
+        with _backend(backend_name):
+            got = stage(case)
+        expected = [k for k in case.golden
+                    if k.startswith(prefix + ".") and not k.endswith(("pixel_values", "grid_thw"))]
         assert sorted(got) == sorted(expected), case.name
         for k in expected:
             assert got[k].shape == case.golden[k].shape, k
@@ -199,6 +211,20 @@ def test_video_equals_its_frames_encoded_one_by_one(tower):
         np.testing.assert_allclose(deep[k], np.concatenate([p[1][k] for p in parts]), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("budget", [2 * 24 ** 2, 2 * 48 ** 2 + 1, 1000, 7])
+def test_attention_grouping_and_query_chunks_change_nothing(tower, monkeypatch, budget):
+    """Small score budgets force per-segment calls and query-chunked calls: same result as one big call."""
+    vc, w = tower
+    grid = np.array([[2, 4, 6], [1, 2, 2]])
+    pv = _pixels(vc, grid, seed=9)
+    ref, ref_deep = enc.encode_vision(w, vc, pv, grid)
+    monkeypatch.setattr(enc, "SCORE_BUDGET", budget)
+    got, deep = enc.encode_vision(w, vc, pv, grid)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+    for a, b in zip(deep, ref_deep):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
 def test_two_images_in_one_call_equal_two_calls(tower):
     vc, w = tower
     ga, gb = np.array([[1, 4, 2]]), np.array([[1, 2, 6]])
@@ -229,7 +255,8 @@ def test_rope_depends_only_on_relative_offsets():
     # (3,5)-(0,0) and (10,6)-(7,1) are the same offset: same score
     assert rq[1] @ rk[0] == pytest.approx(float(rq[3] @ rk[2]), rel=1e-5)
     # rows and columns use separate halves of the frequencies: a pure column shift leaves the row part alone
-    assert np.allclose(cos[0, :hd // 4], 1) and np.allclose(cos[1, :hd // 4], np.cos(3 * 10000.0 ** (-np.arange(4) / 4)))
+    assert np.allclose(cos[0, :hd // 4], 1)
+    assert np.allclose(cos[1, :hd // 4], np.cos(3 * 10000.0 ** (-np.arange(4) / 4)))
 
 
 def test_position_embeddings_hit_table_corners():

@@ -154,7 +154,7 @@ def det_init(model, seed: int, router_gain: float = 3.0) -> int:
     return count
 
 
-def calibrate_code2wav(code2wav, seed: int, n_frames: int = 24, final_std: float = 0.3) -> int:
+def calibrate_code2wav(code2wav, seed: int, n_frames: int = 24, final_std: float = 0.22) -> int:
     """LSUV-style calibration: walk every convolution of code2wav in forward order and rescale its weight and
     bias so its output has std 1 on random codes (the last one: `final_std`, so the clamp to [-1, 1] rarely
     bites). Returns the number of convolutions rescaled."""

@@ -20,6 +20,7 @@ import scipy.fft
 import scipy.signal
 
 from omniref.audio import mel, wav
+from omniref.golden import Case
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "tutorials" / "figures"
@@ -151,7 +152,7 @@ ax[0].set(title="log-mel spectrogram of speech.wav (Qwen3-Omni features)", ylabe
 ax[1].imshow(coeffs[1:], origin="lower", aspect="auto", extent=[0, t_end, 1, 20], cmap="coolwarm")
 ax[1].set(title="MFCC 1..19 (c0, the loudness, left out)", xlabel="s", ylabel="coefficient")
 fig.tight_layout()
-fig.savefig(FIGURES / "01_logmel_mfcc.png", dpi=90)
+fig.savefig(FIGURES / "01_logmel_mfcc.png", dpi=72)
 
 # %% [markdown]
 # ## 7. Check against the goldens
@@ -160,18 +161,17 @@ fig.savefig(FIGURES / "01_logmel_mfcc.png", dpi=90)
 # the 1e-4 tolerance.
 
 # %%
-case_dirs = sorted((ROOT / "tests" / "golden").glob("*/golden.npz")) + \
-    sorted((ROOT.parent / "shared" / "golden").glob("*/golden.npz"))
-for path in case_dirs:
-    golden = np.load(path)
-    if "mel.input_features" not in golden.files:
+case_dirs = sorted(p.parent for p in (ROOT / "tests" / "golden").glob("*/golden.npz")) + \
+    sorted(p.parent for p in (ROOT.parent / "shared" / "golden").glob("*/golden.npz"))
+for case in map(Case, case_dirs):
+    if "mel.input_features" not in case.golden:
         continue
-    clips = [golden["mel.waveform"]] if "mel.waveform" in golden.files else \
-        [golden[f"mel.waveform.{i}"] for i in range(sum(k.startswith("mel.waveform.") for k in golden.files))]
+    clips = mel.case_waveforms(case)                                    # mel.waveform or mel.waveform.{i}
     ours, our_mask = mel.extract_features(clips)
-    ref = golden["mel.input_features"]
+    ref = case.golden["mel.input_features"]
     rel = np.abs(ours - ref).max() / np.abs(ref).max()
-    print(f"{path.parent.name:>16}: {len(clips)} clip(s), features {ours.shape}: rel err {rel:.1e}, "
-          f"mask {'exact' if np.array_equal(our_mask, golden['mel.attention_mask']) else 'DIFFERS'}")
-    assert rel <= 1e-4 and np.array_equal(our_mask, golden["mel.attention_mask"])
+    same_mask = np.array_equal(our_mask, case.golden["mel.attention_mask"])
+    print(f"{case.name:>16}: {len(clips)} clip(s), features {ours.shape}: rel err {rel:.1e}, "
+          f"mask {'exact' if same_mask else 'DIFFERS'}")
+    assert rel <= 1e-4 and same_mask
 print(f"figures saved in {FIGURES}")

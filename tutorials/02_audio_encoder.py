@@ -21,6 +21,7 @@ import numpy as np
 from omniref import nn
 from omniref.audio import encoder, mel, wav
 from omniref.config import load_config
+from omniref.golden import Case
 from omniref.weights import load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,24 +171,24 @@ ax[1].imshow(out.T, origin="lower", aspect="auto", cmap="coolwarm")
 ax[1].set(title=f"encoder output: {out.shape[0]} tokens x {out.shape[1]} (13 per chunk)",
           xlabel="token", ylabel="channel")
 fig.tight_layout()
-fig.savefig(FIGURES / "02_encoder_output.png", dpi=90)
+fig.savefig(FIGURES / "02_encoder_output.png", dpi=72)
 
 # %% [markdown]
 # ## 7. Check against the goldens
 # Every golden model case holds the reference's `audio.*` tensors for its own `audio.input_features`.
 
 # %%
-for d in CASE_DIRS:
-    golden = np.load(d / "golden.npz")
-    if "audio.input_features" not in golden.files:
+for case in map(Case, CASE_DIRS):
+    if "audio.input_features" not in case.golden:
         continue
-    out, hidden = encoder.audio_encoder(load_weights(d).scope("thinker.audio_tower."),
-                                        load_config(d).thinker_config.audio_config,
-                                        golden["audio.input_features"], golden["audio.feature_lens"])
+    out, hidden = encoder.audio_encoder(case.weights.scope("thinker.audio_tower."),
+                                        case.config.thinker_config.audio_config,
+                                        case.golden["audio.input_features"], case.golden["audio.feature_lens"])
     ours = {f"audio.hidden_states.{i}": h for i, h in enumerate(hidden)} | {"audio.output": out}
     for key, value in ours.items():
-        if key in golden.files:
-            rel = np.abs(value - golden[key]).max() / np.abs(golden[key]).max()
-            print(f"{d.name:>12} {key:24s} {str(value.shape):10s} rel err {rel:.1e}")
+        if key in case.golden:
+            ref = case.golden[key]
+            rel = np.abs(value - ref).max() / np.abs(ref).max()
+            print(f"{case.name:>12} {key:24s} {str(value.shape):10s} rel err {rel:.1e}")
             assert rel <= 1e-4
 print(f"figures saved in {FIGURES}")

@@ -27,6 +27,7 @@ from omniref import nn
 
 LAYER_NORM_EPS = 1e-5          # fixed in the reference (nn.LayerNorm default), not in config.json
 REFERENCE_CHUNK_FRAMES = 100   # the reference's length rule hard-codes 100-frame chunks (n_window = 50)
+IM2COL_BUDGET = 1 << 24        # floats (64 MiB) per im2col matrix: bounds the conv stem's memory, not its result
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -132,10 +133,14 @@ def conv_stem(w, cfg, chunks):
     """Chunks of features -> token rows: 3 x (conv + act), flatten (channel, frequency), conv_out, positions.
 
     chunks [C, M, Tc] -> [C, t, d] with t = conv_length(Tc); positions 0..t-1 restart in every chunk.
-    Chunks go through the convolutions `conv_chunksize` at a time, which bounds the im2col memory.
+    Chunks go through the convolutions in groups (at most `conv_chunksize`, the reference's own memory guard,
+    and few enough that the largest im2col matrix, conv2d2's, stays under IM2COL_BUDGET floats).
     """
     act = activation(cfg.activation_function)
-    step = max(1, int(getattr(cfg, "conv_chunksize", 500) or 500))
+    _, m, tc = chunks.shape
+    half = lambda n: (n - 1) // 2 + 1                                                # one stride-2 conv
+    im2col_per_chunk = half(half(m)) * half(half(tc)) * 9 * cfg.downsample_hidden_size  # conv2d2's rows x cols
+    step = max(1, min(int(cfg.conv_chunksize or len(chunks)), IM2COL_BUDGET // im2col_per_chunk))
     out = []
     for start in range(0, len(chunks), step):
         x = chunks[start:start + step, :, :, None]                                  # [c, M, Tc, 1]: 1-channel image

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from omniref.golden import numbered
+
 # Whisper / Qwen3-Omni processor settings (Hub preprocessor_config.json); a case's meta.json may override them.
 SAMPLING_RATE = 16000
 N_FFT = 400
@@ -214,10 +216,7 @@ def case_waveforms(case):
     """The clips of a case in prompt order: `mel.waveform`, or `mel.waveform.0`, `.1`, ... (list of [N_b])."""
     if "mel.waveform" in case.golden:
         return [np.asarray(case.golden["mel.waveform"])]
-    clips = []
-    while f"mel.waveform.{len(clips)}" in case.golden:
-        clips.append(np.asarray(case.golden[f"mel.waveform.{len(clips)}"]))
-    return clips
+    return [np.asarray(c) for c in numbered(case.golden, "mel.waveform.")]
 
 
 def golden_stage(case):

@@ -58,7 +58,7 @@ def embed_codes(codes: np.ndarray, table: np.ndarray, codebook_size: int) -> np.
     """
     Q = codes.shape[0]
     offsets = np.arange(Q)[:, None] * codebook_size                 # [Q, 1]
-    return table[codes + offsets].mean(axis=0, dtype=F32)           # [Q, T, Hc] -> [T, Hc]
+    return table[codes + offsets].mean(axis=0, dtype=table.dtype)   # [Q, T, Hc] -> [T, Hc]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def causal_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, dila
         raise ValueError(f"causal_conv: input has {x.shape[0]} channels, weight expects {Cin}")
     N = x.shape[1]
     pad = dilation * (K - 1)
-    xp = np.concatenate([np.zeros((Cin, pad), F32), x], axis=1) if pad else x   # [Cin, pad + N]
+    xp = np.concatenate([np.zeros((Cin, pad), x.dtype), x], axis=1) if pad else x   # [Cin, pad + N]
     taps = np.ascontiguousarray(weight.transpose(2, 0, 1))                         # [K, Cout, Cin]
     y = np.matmul(taps[0], xp[:, 0:N])                                             # [Cout, N]
     tmp = np.empty_like(y)
@@ -108,7 +108,7 @@ def depthwise_causal_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -
     x [C, N], weight [C, 1, K], bias [C] -> [C, N]"""
     C, _, K = weight.shape
     N = x.shape[1]
-    xp = np.concatenate([np.zeros((C, K - 1), F32), x], axis=1)                    # [C, K-1+N]
+    xp = np.concatenate([np.zeros((C, K - 1), x.dtype), x], axis=1)                # [C, K-1+N]
     y = weight[:, 0, 0:1] * xp[:, 0:N]
     for j in range(1, K):
         y += weight[:, 0, j:j + 1] * xp[:, j:j + N]                                  # [C, N]
@@ -133,7 +133,7 @@ def causal_trans_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, strid
         weight = np.concatenate([weight, np.zeros((Cin, Cout, m * r - K), weight.dtype)], axis=2)
     W = weight.reshape(Cin, Cout * m * r).T                                         # [Cout·m·r, Cin]
     Z = np.matmul(W, x).reshape(Cout, m, r, n)                                      # [Cout, m, r, n]
-    full = np.zeros((Cout, n + m - 1, r), F32)                                      # [Cout, (n+m-1)·r]
+    full = np.zeros((Cout, n + m - 1, r), Z.dtype)                                  # [Cout, (n+m-1)·r]
     for b in range(m):                                                              # overlap-add
         full[:, b:b + n, :] += Z[:, b].transpose(0, 2, 1)                           # tap b·r + p -> t + b
     full = full.reshape(Cout, (n + m - 1) * r)[:, :(n - 1) * r + K]                 # the true full length
@@ -259,10 +259,13 @@ class Code2Wav:
 
     def forward_one(self, codes: np.ndarray) -> np.ndarray:
         """The whole chain for one validated code grid.  codes [Q, T] -> wav [S]"""
+        x = embed_codes(codes, self.w["code_embedding.weight"], self.cfg.codebook_size)  # [T, Hc]
+        x = pre_transformer(x, self.w, self.cfg)                                    # [T, Hc]
+        return self.vocode(np.ascontiguousarray(x.T))                               # [S]
+
+    def vocode(self, x: np.ndarray) -> np.ndarray:
+        """The convolutional part: upsampling stages, decoder, clamp.  x [Hc, T] (channels first) -> [S]"""
         w, cfg = self.w, self.cfg
-        x = embed_codes(codes, w["code_embedding.weight"], cfg.codebook_size)      # [T, Hc]
-        x = pre_transformer(x, w, cfg)                                              # [T, Hc]
-        x = np.ascontiguousarray(x.T)                                               # [Hc, T] channels first
         for i, r in enumerate(cfg.upsampling_ratios):                               # 12.5 Hz -> 50 Hz
             p = f"upsample.{i}."
             x = causal_trans_conv(x, w[p + "0.conv.weight"], w[p + "0.conv.bias"], r)  # [Hc, N·r]

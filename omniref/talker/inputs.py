@@ -32,9 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import nn
+from ..weights import bf16_to_f32
 
-__all__ = ["TalkerInputs", "resize_mlp", "tts_special_embeds", "build_talker_inputs", "talker_position_ids",
-           "ASSISTANT_PREFIX_ROWS"]
+__all__ = ["TalkerInputs", "resize_mlp", "user_positions", "tts_special_embeds", "build_talker_inputs",
+           "talker_position_ids", "ASSISTANT_PREFIX_ROWS"]
 
 ASSISTANT_PREFIX_ROWS = 9
 
@@ -61,11 +62,15 @@ def resize_mlp(w, x: np.ndarray) -> np.ndarray:
 def tts_special_embeds(weights, cfg) -> np.ndarray:
     """text_projection(thinker embed_tokens([tts_bos, tts_eos, tts_pad])) -> [3, Dt] (rows bos, eos, pad)."""
     ids = [cfg.tts_bos_token_id, cfg.tts_eos_token_id, cfg.tts_pad_token_id]
-    table = weights["thinker.model.embed_tokens.weight"]                       # [V, Th]
+    key = "thinker.model.embed_tokens.weight"                                  # [V, Th]
+    V = weights.shape(key)[0]
     for i in ids:
-        if not 0 <= i < table.shape[0]:
-            raise ValueError(f"tts token id {i} outside the thinker vocabulary [0, {table.shape[0]})")
-    return resize_mlp(weights.scope("talker.text_projection."), table[ids])    # [3, Dt]
+        if not 0 <= i < V:
+            raise ValueError(f"tts token id {i} outside the thinker vocabulary [0, {V})")
+    # read only the 3 rows: a real 152064-row table would be ~1.2 GB once widened to float32
+    raw = weights.raw(key)[ids]                                                # [3, Th] on-disk dtype
+    rows = bf16_to_f32(raw) if raw.dtype == np.uint16 else raw.astype(np.float32)
+    return resize_mlp(weights.scope("talker.text_projection."), rows)         # [3, Dt]
 
 
 def talker_position_ids(cfg, input_ids: np.ndarray, *, image_grid_thw=None, video_grid_thw=None,
@@ -84,7 +89,7 @@ def talker_position_ids(cfg, input_ids: np.ndarray, *, image_grid_thw=None, vide
     return pos                                                               # [3, Lt] float32
 
 
-def _user_positions(input_ids: np.ndarray, cfg) -> np.ndarray:
+def user_positions(input_ids: np.ndarray, cfg) -> np.ndarray:
     """Prompt positions that belong to user turns, in order.  [L] -> [n_user] int
 
     A position belongs to the turn opened by the nearest `<im_start>` at or before it; the turn is a user turn
@@ -106,8 +111,8 @@ def build_talker_inputs(weights, cfg, input_ids, generated_ids, thinker_embed, t
 
     `thinker_embed` holds hidden_states[0] of every thinker forward (the prompt's spliced inputs_embeds, then
     the embeddings of generated tokens 0..N-2); `thinker_hidden` holds hidden_states[accept_hidden_layer] of the
-    same forwards. `speaker` is a name from config `speaker_id` or a codec id. `thinker_eos_token_id` (default
-    `im_end_token_id`) marks where the spoken text ends.
+    same forwards. `speaker` is a name from config `speaker_id` or a codec id. `thinker_eos_token_id` (an id
+    or a list; default `im_end_token_id`) marks where the spoken text ends.
     """
     tc = cfg.talker_config
     ids = np.asarray(input_ids, dtype=np.int64).reshape(-1)                  # [L]
@@ -135,7 +140,7 @@ def build_talker_inputs(weights, cfg, input_ids, generated_ids, thinker_embed, t
 
     # 1. user part: media rows from the accept_hidden_layer state, text rows from the embeddings
     th = cfg.thinker_config
-    user = _user_positions(ids, cfg)                                         # [n_user]
+    user = user_positions(ids, cfg)                                         # [n_user]
     media = np.isin(ids[user], [th.audio_token_id, th.image_token_id, th.video_token_id])
     user_rows = np.empty((user.shape[0], codec_table.shape[1]), np.float32)  # [n_user, Dt]
     if media.any():
@@ -161,8 +166,8 @@ def build_talker_inputs(weights, cfg, input_ids, generated_ids, thinker_embed, t
 
     # 3. trailing text: entry j holds generated token j+1; after the text, tts_eos (FORMAT.md 6.6 step 4)
     trailing = np.concatenate([A[4:], eos[None]])                            # [N-1, Dt]
-    eos_id = cfg.im_end_token_id if thinker_eos_token_id is None else thinker_eos_token_id
-    hits = np.flatnonzero(gen == eos_id)
+    eos_ids = cfg.im_end_token_id if thinker_eos_token_id is None else thinker_eos_token_id
+    hits = np.flatnonzero(np.isin(gen, np.asarray(eos_ids, np.int64).reshape(-1)))   # one id or a list
     if hits.size:                      # text ended at generated token e: marker at entry e, pads after it
         e = int(hits[0])
         trailing[e + 1:] = pad

@@ -12,7 +12,7 @@ Each talker step emits codebook 0 of one 80 ms frame; the code predictor complet
 
 The decoder is the thinker's (RMSNorm, GQA with q/k norms, interleaved MRoPE, causal) with the talker's
 sizes and, in every layer, routed experts plus a sigmoid-gated shared expert (`omniref.decoder.moe`).
-Decode steps use position (last prefill position + 1 + k) in all three rows.
+Decode step k sits at (last prefill position + 1 + k) in all three rows.
 
 Legend: Lt talker prefill length, Dt talker hidden, Vt talker vocab (= codebook size + 1024 specials),
 G num_code_groups, C codebook size, T frames, n_steps talker forwards (T + 1 when it ends with eos).
@@ -29,7 +29,8 @@ from ..thinker.sampling import SamplingConfig, next_token
 from .code_predictor import CodePredictor
 from .inputs import TalkerInputs, build_talker_inputs
 
-__all__ = ["Talker", "TalkerOutput", "golden_stage", "suppressed_ids", "code_predictor_sampling"]
+__all__ = ["Talker", "TalkerOutput", "golden_stage", "suppressed_ids", "reference_sampling",
+           "code_predictor_sampling"]
 
 
 def suppressed_ids(vocab_size: int, eos_id: int) -> np.ndarray:
@@ -39,6 +40,13 @@ def suppressed_ids(vocab_size: int, eos_id: int) -> np.ndarray:
     """
     ids = np.arange(max(0, vocab_size - 1024), vocab_size)
     return ids[ids != eos_id]
+
+
+def reference_sampling(seed: int | None = None) -> SamplingConfig:
+    """The reference `generate()` defaults for sampled speech: temperature 0.9, top-k 50, top-p 1.0,
+    repetition penalty 1.05 (the goldens use the same penalty with greedy choice)."""
+    return SamplingConfig(do_sample=True, temperature=0.9, top_k=50, top_p=1.0, repetition_penalty=1.05,
+                          seed=seed)
 
 
 def code_predictor_sampling(talker: SamplingConfig) -> SamplingConfig:
@@ -133,7 +141,7 @@ class Talker:
 
         cache = KVCache()
         h = self.forward(x0, pos0, cache)                                   # [Lt, Dt] prefill
-        prefill_hidden, next_pos = h, np.float32(pos0.max() + 1)            # decode: last position + 1 + k
+        prefill_hidden, p = h, pos0[:, -1:]                                 # [3, 1] last prefill position
         tokens, logits_rows, hidden_rows, step_x, step_pos, frames = [], [], [], [], [], []
         for s in range(int(max_new_tokens)):
             last = h[-1]                                                    # [Dt]
@@ -150,7 +158,9 @@ class Talker:
             # the next input "hears" the whole frame, plus one row of the text still to be spoken
             x = self.codec_embedding[tok] + self.code_predictor.residual_embedding(frame.tokens)   # [Dt]
             x = x + (trailing[s] if s < trailing.shape[0] else inputs.tts_pad)
-            p = np.full((3, 1), next_pos + np.float32(s), np.float32)        # [3, 1]
+            # decode positions: previous + 1 in every row, in float32 as the reference's generate() does
+            # (video positions can be fractional; stepping by 1 keeps the exact same roundings)
+            p = (p + np.float32(1)).astype(np.float32)                      # [3, 1]
             step_x.append(x); step_pos.append(p)
             h = self.forward(x[None], p, cache)                             # [1, Dt]
 
@@ -163,7 +173,8 @@ class Talker:
             step_logits=np.stack(logits_rows), step_hidden=np.stack(hidden_rows),
             step_inputs_embeds=np.stack(step_x) if step_x else np.zeros((0, Dt), np.float32),
             step_position_ids=np.concatenate(step_pos, axis=1) if step_pos else np.zeros((3, 0), np.float32),
-            cp_inputs_embeds=np.stack([f.inputs_embeds for f in frames]) if frames else np.zeros((0, 2, Dt), np.float32),
+            cp_inputs_embeds=np.stack([f.inputs_embeds for f in frames]) if frames
+            else np.zeros((0, 2, Dt), np.float32),
             cp_logits=np.stack([f.logits for f in frames]) if frames else np.zeros((0, G - 1, C), np.float32),
             cp_tokens=codes[1:].T.copy(), ended_with_eos=bool(tokens and tokens[-1] == eos))
 

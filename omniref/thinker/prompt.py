@@ -129,15 +129,17 @@ def _content(items, ids: PromptIds, encode: Callable[[str], list[int]] | None) -
             if encode is None:
                 raise ValueError("text given as a string but no tokenizer: pass encode= or token ids")
             out += list(encode(it))
+        elif isinstance(it, (int, np.integer)):
+            out.append(int(it))                              # a token id
         else:
-            out += [int(v) for v in it]                      # already token ids
+            out += [int(v) for v in it]                      # a list of token ids
     return out
 
 
 def chat_prompt(ids: PromptIds, user, system=None, encode: Callable[[str], list[int]] | None = None) -> np.ndarray:
     """The prompt for one user turn (and an optional system turn), ending with the assistant header: [L] int64.
 
-    user/system: a string, or a list of items (strings, token-id lists, Audio/Image/Video) in order.
+    user/system: a string, or a list of items in order: strings, token ids, token-id lists, Audio/Image/Video.
     """
     toks: list[int] = []
     if system is not None:

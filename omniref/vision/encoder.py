@@ -28,11 +28,11 @@ import numpy as np
 from .. import nn
 
 __all__ = ["VisionOutput", "encode_vision", "vision_forward", "patch_positions", "position_embeddings",
-           "rotary_cos_sin", "segment_ids", "golden_stage", "golden_video_stage"]
+           "rotary_cos_sin", "segment_ids", "linspace_f32", "golden_stage", "golden_video_stage"]
 
 F32 = np.float32
 LN_EPS = 1e-6                 # every LayerNorm of the vision tower (blocks and mergers)
-ATTN_BATCH_TOKENS = 4096      # attention runs on groups of whole segments of at most this many patches
+SCORE_BUDGET = 1 << 26        # at most this many attention scores (256 MB of float32) per nn.attention call
 
 
 @dataclass
@@ -66,7 +66,7 @@ def segment_ids(grid_thw: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(sizes)), sizes)
 
 
-def _linspace_f32(stop: int, n: int) -> np.ndarray:
+def linspace_f32(stop: int, n: int) -> np.ndarray:
     """torch.linspace(0, stop, n) in float32, element for element: step = stop/(n-1); the first half counts
     up from 0, the second half counts down from `stop` (so both ends are exact)."""
     if n == 1:
@@ -91,7 +91,7 @@ def position_embeddings(pos_table: np.ndarray, grid_thw: np.ndarray, merge_size:
         raise ValueError(f"num_position_embeddings={n_pos} is not a perfect square")
     out = []
     for t, h, w in np.asarray(grid_thw, dtype=np.int64):
-        fy, fx = _linspace_f32(s - 1, int(h)), _linspace_f32(s - 1, int(w))   # [h], [w] source coordinates
+        fy, fx = linspace_f32(s - 1, int(h)), linspace_f32(s - 1, int(w))   # [h], [w] source coordinates
         y0, x0 = fy.astype(np.int64), fx.astype(np.int64)                      # floor (coordinates are >= 0)
         y1, x1 = np.minimum(y0 + 1, s - 1), np.minimum(x0 + 1, s - 1)          # clamped upper neighbours
         dy, dx = fy - y0.astype(F32), fx - x0.astype(F32)                      # [h], [w] fractions
@@ -138,24 +138,29 @@ def _activation(name: str):
 def _segmented_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, segments: np.ndarray) -> np.ndarray:
     """q/k/v [nh, P, hd] -> [nh, P, hd], each patch attending only inside its segment (block-diagonal).
 
-    Segments are contiguous runs. They are handed to `nn.attention(segments=...)` in groups of whole
-    segments of at most ATTN_BATCH_TOKENS patches, so a long video never builds a [P, P] score matrix.
+    Segments are contiguous runs. Consecutive whole segments are grouped while their [nh, L, L] scores fit
+    SCORE_BUDGET and handed to `nn.attention(segments=...)`, so a long video never builds a [P, P] score
+    matrix. A single segment too large for the budget (a huge image) is split by query rows, which is exact
+    for bidirectional attention (each query's softmax needs all keys, not the other queries).
     """
-    starts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]])
-    bounds = list(starts) + [len(segments)]
+    nh, P, _ = q.shape
+    bounds = [int(i) for i in np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]])] + [P]
     out = np.empty_like(q)
-    a = 0
-    while a < len(segments):
-        b = next(e for e in bounds if e > a)                  # at least one whole segment
-        while True:                                           # grow the group while it fits the budget
-            nxt = next((e for e in bounds if e > b), None)
-            if nxt is None or nxt - a > ATTN_BATCH_TOKENS:
-                break
-            b = nxt
-        seg = segments[a:b]
-        one = seg[0] == seg[-1]
-        out[:, a:b] = nn.attention(q[:, a:b], k[:, a:b], v[:, a:b], segments=None if one else seg)
-        a = b
+    j = 0
+    while j < len(bounds) - 1:
+        a, j = bounds[j], j + 1                                  # take at least one whole segment ...
+        while j < len(bounds) - 1 and nh * (bounds[j + 1] - a) ** 2 <= SCORE_BUDGET:
+            j += 1                                               # ... and more while their scores fit
+        b = bounds[j]
+        seg, L = segments[a:b], b - a
+        rows = max(1, SCORE_BUDGET // (nh * L))                  # query rows per call
+        if rows >= L:
+            one = seg[0] == seg[-1]                              # one segment: no mask needed
+            out[:, a:b] = nn.attention(q[:, a:b], k[:, a:b], v[:, a:b], segments=None if one else seg)
+            continue
+        for s in range(a, b, rows):                              # a single huge segment, by query chunks
+            e = min(s + rows, b)
+            out[:, s:e] = nn.attention(q[:, s:e], k[:, a:b], v[:, a:b])
     return out
 
 

@@ -180,7 +180,8 @@ def normalize_video(frames: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 # 4. Patchify in merge-block order
 # ----------------------------------------------------------------------------------------------------------
-def patchify(frames: np.ndarray, patch_size: int, merge_size: int, temporal_patch_size: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def patchify(frames: np.ndarray, patch_size: int, merge_size: int,
+             temporal_patch_size: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """float32 [T, H', W', 3] -> (pixel_values [t*h*w, 3*tp*p*p], grid_thw [1, 3]).
 
     Rows are ordered (temporal grid, block row, block col, row in block, col in block); each row is the

@@ -1,0 +1,24 @@
+// attention.h -- scaled dot-product attention with GQA and the masks the model needs.
+//   q [Hq, Lq, D], k/v [Hkv, Lk, D] row-major float32, Hq % Hkv == 0 (query head h uses kv head h / (Hq/Hkv)).
+//   causal: query i is at absolute position p = Lk - Lq + i and sees keys j <= p.
+//   window > 0: additionally only keys j > p - window (sliding window, Code2Wav).
+//   seg [L] (needs Lq == Lk): query i sees key j only if seg[i] == seg[j] (block-diagonal, cu_seqlens).
+//   mask [Lq, Lk] uint8: 1 = may attend.   out [Hq, Lq, D] = softmax(scale * q k^T + masks) v.
+// A row that may see no key at all is 0. Callers validate shapes; these functions trust them.
+#pragma once
+#include <cstdint>
+
+namespace omni {
+struct AttentionCall {
+  const float *q, *k, *v;
+  float* out;
+  int64_t Hq, Hkv, Lq, Lk, D;
+  bool causal;
+  int64_t window;
+  const int64_t* seg;
+  const uint8_t* mask;
+  float scale;
+};
+void attention(const AttentionCall& c);        // flash-style, fastest instruction set
+void attention_naive(const AttentionCall& c);  // full score row per query, the reference
+}  // namespace omni

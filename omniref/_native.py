@@ -11,10 +11,40 @@ Lq / Lk query / key positions, D head dim.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-try:  # the compiled module; absent when the package runs from a source tree that was never built
-    from omniref import _C  # type: ignore[attr-defined]
+# How idle OpenMP threads wait between kernel calls. libgomp's default spins ~300k iterations (milliseconds),
+# holding a core that this 2-core machine kind shares with the main Python thread, NumPy's OpenBLAS pool and
+# other processes; fully passive waiting instead pays a futex wake-up on each of the few hundred kernel calls
+# of a decode step. Measured on the thinker bench (8 layers, decode tok/s, same machine and load): passive 37,
+# GOMP_SPINCOUNT=100000 59, unbounded-ish 1000000 61 but with multi-second stalls when other work competed.
+# A bounded spin covers the Python gap between consecutive calls and then sleeps. Read once when libgomp
+# loads; an explicit OMP_WAIT_POLICY or GOMP_SPINCOUNT from the user wins.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "100000")
+
+def _load_extension():
+    """The compiled module: `omniref._C`, or the file named by OMNIREF_NATIVE_LIB (the sanitizer build that
+    .ci/sanitizers.sh tests, without reinstalling the package)."""
+    path = os.environ.get("OMNIREF_NATIVE_LIB")
+    if path:
+        import importlib.util
+        import sys
+        spec = importlib.util.spec_from_file_location("omniref._C", path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"OMNIREF_NATIVE_LIB={path!r} is not a loadable extension module")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules["omniref._C"] = mod
+        return mod
+    from omniref import _C as mod  # type: ignore[attr-defined]
+    return mod
+
+
+try:  # absent when the package runs from a source tree that was never built
+    _C = _load_extension()
     IMPORT_ERROR: Exception | None = None
 except Exception as exc:  # ImportError, or an OSError from a broken shared library
     _C = None
@@ -127,11 +157,14 @@ def linear(x, weight, bias=None, *, naive: bool = False) -> np.ndarray:
     weight: float32 [N, K] or a BF16Weight. naive=True runs the reference triple loop (tests only).
     """
     C = _require()
-    x = _float32("linear: x", x)
+    if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):  # fast path: as is
+        x = _float32("linear: x", x)
     if x.ndim < 1:
         raise ValueError(f"linear: x must have at least 1 dimension [..., K], got shape {x.shape}")
     if isinstance(weight, BF16Weight):
         w = weight.bits
+    elif type(weight) is np.ndarray and weight.dtype == np.float32 and weight.flags.c_contiguous:
+        w = weight
     else:
         w = _float32("linear: weight", weight)
     if w.ndim != 2:
@@ -144,6 +177,8 @@ def linear(x, weight, bias=None, *, naive: bool = False) -> np.ndarray:
         b = _float32("linear: bias", bias)
         if b.shape != (N,):
             raise ValueError(f"linear: bias must have shape ({N},), got {b.shape}")
+    if x.ndim == 2:
+        return C.linear(x, w, b, naive)  # [M, K] -> [M, N]
     lead = x.shape[:-1]
     M = int(np.prod(lead, dtype=np.int64))
     y = C.linear(x.reshape(M, K), w, b, naive)  # [M, K] -> [M, N]
@@ -286,3 +321,35 @@ def set_threads(n: int) -> None:
 
 def max_threads() -> int:
     return _require().max_threads()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# optional CUDA kernels (built only with -DOMNIREF_CUDA=ON; csrc/cuda). Host arrays in, host arrays out.
+# ---------------------------------------------------------------------------------------------------------
+def cuda_available() -> bool:
+    """True when the extension was built with CUDA and a GPU is visible."""
+    return _C is not None and bool(getattr(_C, "has_cuda", False)) and _C.cuda_device_count() > 0
+
+
+def cuda_linear(x, weight, bias=None, *, naive: bool = False):
+    """(y [M, N], kernel ms) = x [M, K] @ weight [N, K]^T + bias on the GPU (same checks as `linear`)."""
+    if not cuda_available():
+        raise RuntimeError("CUDA kernels are not available (build with OMNIREF_CUDA=ON on a machine with a GPU)")
+    x = _float32("cuda_linear: x", x)
+    w = _float32("cuda_linear: weight", as_float32(weight))
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"cuda_linear: need x [M, K] and weight [N, K], got {x.shape} and {w.shape}")
+    b = None if bias is None else _float32("cuda_linear: bias", bias)
+    if b is not None and b.shape != (w.shape[0],):
+        raise ValueError(f"cuda_linear: bias must have shape ({w.shape[0]},), got {b.shape}")
+    return _C.cuda_linear(x, w, b, naive)
+
+
+def cuda_attention(q, k, v, causal=False, sliding_window=None, segments=None, mask=None, scale=None):
+    """(out [Hq, Lq, D], kernel ms) on the GPU; same arguments and checks as `attention` (D <= 256)."""
+    if not cuda_available():
+        raise RuntimeError("CUDA kernels are not available (build with OMNIREF_CUDA=ON on a machine with a GPU)")
+    q, k, v, causal, window, seg, m, sc = _check_attention(q, k, v, causal, sliding_window, segments, mask, scale)
+    if q.shape[2] > 256:
+        raise ValueError(f"cuda_attention: head dim {q.shape[2]} > 256 is not supported")
+    return _C.cuda_attention(q, k, v, causal, window, seg, m, sc)

@@ -175,7 +175,7 @@ def test_causal_conv(K, d):
     rng = np.random.default_rng(K * 10 + d)
     x = rng.standard_normal((5, 40)).astype(np.float32)
     W, b = rng.standard_normal((3, 5, K)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
-    assert _rel(causal_conv(x, W, b, d), ref_conv(x.astype(F64), W, b, d)) < 1e-6
+    assert _rel(causal_conv(x.T, W, b, d).T, ref_conv(x.astype(F64), W, b, d)) < 1e-6   # ours is time-major
 
 
 def test_depthwise_causal_conv():
@@ -183,7 +183,7 @@ def test_depthwise_causal_conv():
     x = rng.standard_normal((4, 30)).astype(np.float32)
     W, b = rng.standard_normal((4, 1, 7)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
     ref = np.stack([ref_conv(x[c:c + 1].astype(F64), W[c:c + 1], b[c:c + 1])[0] for c in range(4)])
-    assert _rel(depthwise_causal_conv(x, W, b), ref) < 1e-6
+    assert _rel(depthwise_causal_conv(x.T, W, b).T, ref) < 1e-6
 
 
 @pytest.mark.parametrize("K,r", [(2, 2), (16, 8), (6, 3), (5, 2), (3, 3)])
@@ -191,9 +191,9 @@ def test_causal_trans_conv(K, r):
     rng = np.random.default_rng(K * 10 + r)
     x = rng.standard_normal((5, 9)).astype(np.float32)
     W, b = rng.standard_normal((5, 3, K)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
-    y = causal_trans_conv(x, W, b, r)
-    assert y.shape == (3, (9 + 1) * r - K)
-    assert _rel(y, ref_trans_conv(x.astype(F64), W, b, r)) < 1e-6
+    y = causal_trans_conv(x.T, W, b, r)                                     # [samples, channels]
+    assert y.shape == ((9 + 1) * r - K, 3)
+    assert _rel(y.T, ref_trans_conv(x.astype(F64), W, b, r)) < 1e-6
 
 
 def test_snake_beta():
@@ -201,7 +201,7 @@ def test_snake_beta():
     x = rng.standard_normal((3, 50)).astype(np.float32)
     a, bt = rng.standard_normal(3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
     x_in = x.copy()
-    assert _rel(snake_beta(x, a, bt), ref_snake(x.astype(F64), a, bt)) < 1e-6
+    assert _rel(snake_beta(x.T, a, bt).T, ref_snake(x.astype(F64), a, bt)) < 1e-6
     assert np.array_equal(x, x_in)                                          # the input is not modified
 
 
@@ -235,9 +235,9 @@ def test_vocoder_matches_independent_reference_in_float64(over, monkeypatch):
     monkeypatch.setattr(code2wav.nn, "gelu", lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2))))
     cfg = small_config(**over)
     w64 = {k: v.astype(F64) for k, v in small_weights(cfg).items()}
-    x = np.random.default_rng(7).standard_normal((cfg["hidden_size"], 6))
+    x = np.random.default_rng(7).standard_normal((6, cfg["hidden_size"]))   # [T, Hc]
     wav = Code2Wav(cfg, w64).vocode(x)
-    ref = ref_convnet(x, w64, cfg)
+    ref = ref_convnet(x.T, w64, cfg)
     assert wav.dtype == F64 and wav.shape == ref.shape
     assert np.abs(ref).max() > 1e-2                                         # a real signal, not all zeros
     assert _rel(wav, ref) < 1e-10

@@ -248,3 +248,39 @@ def test_group_by_expert():
         assert np.all(flat[order[offsets[e]:offsets[e + 1]]] == e)
     with pytest.raises(ValueError, match="expert ids"):
         _native.group_by_expert(idx, 3)
+
+
+# ------------------------------------------------------------------------------------------- optional CUDA
+needs_gpu = pytest.mark.skipif(not (_native.available() and _native.cuda_available()),
+                               reason="extension built without CUDA, or no GPU visible")
+
+
+@needs_gpu
+@pytest.mark.parametrize("M,N,K", [(1, 37, 19), (9, 33, 129), (64, 64, 64), (130, 257, 300)])
+def test_cuda_linear(M, N, K):
+    rng = np.random.default_rng(M + N + K)
+    x = rng.standard_normal((M, K), dtype=np.float32)
+    w = rng.standard_normal((N, K), dtype=np.float32)
+    b = rng.standard_normal(N, dtype=np.float32)
+    ref = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    for naive in (False, True):
+        y, _ms = _native.cuda_linear(x, w, b, naive=naive)
+        assert rel_err(y, ref) < RTOL
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", ATTN_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_cuda_attention(case):
+    Hq, Hkv, Lq, Lk, D, causal, window, use_seg, use_mask = case
+    rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
+    q = rng.standard_normal((Hq, Lq, D), dtype=np.float32)
+    k = rng.standard_normal((Hkv, Lk, D), dtype=np.float32)
+    v = rng.standard_normal((Hkv, Lk, D), dtype=np.float32)
+    seg = np.sort(rng.integers(0, 4, Lq)) if use_seg else None
+    mask = rng.random((Lq, Lk)) < 0.7 if use_mask else None
+    if mask is not None:
+        mask[:, Lk - 1] = True
+        if causal or window:
+            mask[:, :] |= np.eye(Lq, Lk, Lk - Lq, dtype=bool)
+    out, _ms = _native.cuda_attention(q, k, v, causal, window, seg, mask)
+    assert rel_err(out, attention_ref64(q, k, v, causal, window, seg, mask)) < RTOL

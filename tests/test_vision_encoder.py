@@ -124,9 +124,10 @@ def _reference(vc, w, pixel_values, grid_thw):
         x = x + gelu_tanh(hn @ W[b + "mlp.linear_fc1.weight"].T + W[b + "mlp.linear_fc1.bias"]) \
             @ W[b + "mlp.linear_fc2.weight"].T + W[b + "mlp.linear_fc2.bias"]
         hidden.append(x)
-        for kk, layer in enumerate(vc.deepstack_visual_indexes):
-            if layer == i:
-                deep[kk] = merger(x, f"merger_list.{kk}.", post=True)
+        # reference semantics: features in block order, block i uses merger_list.{index of i in the list}
+        if i in vc.deepstack_visual_indexes:
+            kk = list(vc.deepstack_visual_indexes).index(i)
+            deep[len(deep)] = merger(x, f"merger_list.{kk}.", post=True)
     return hidden, merger(x, "merger.", post=False), [deep[k] for k in range(len(deep))]
 
 

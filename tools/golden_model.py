@@ -109,14 +109,15 @@ def _draw(seed: int, name: str, shape) -> np.ndarray:
     return rng.standard_normal(shape)
 
 
-def init_value(name: str, shape: tuple, seed: int, router_gain: float = 3.0) -> np.ndarray:
+def init_value(name: str, shape: tuple, seed: int, router_gain: float = 1.0) -> np.ndarray:
     """The rule that gives parameter `name` its value (float64, cast by the caller).
 
     - norm weights (LayerNorm / RMSNorm incl. q_norm/k_norm): 1 + 0.15 N     (near identity, not exactly)
     - biases: 0.1 N;  code2wav layer scales and ConvNeXt gammas: 0.25 + 0.05 N (the defaults 0.01 / 1e-6
       would make those branches invisible); SnakeBeta log-alpha / log-beta: 0.2 N
     - embeddings / position tables: N
-    - MoE routers: router_gain * N / sqrt(in)  (decisive routing -> wide top-k gaps)
+    - MoE routers: router_gain * N / sqrt(in); gain 1 keeps router logits O(1), which maximises the
+      smallest top-k probability gap over many tokens (larger gains squeeze the runner-up probabilities)
     - every other matrix or conv kernel: N / sqrt(fan_in), fan_in = product of all dims but the first
       (fused experts [E, out, in]: in; ConvTranspose1d [in, out, k]: in * k / 2, then calibrated)
     """
@@ -141,7 +142,7 @@ def init_value(name: str, shape: tuple, seed: int, router_gain: float = 3.0) -> 
     return n / np.sqrt(int(np.prod(shape[1:])))
 
 
-def det_init(model, seed: int, router_gain: float = 3.0) -> int:
+def det_init(model, seed: int, router_gain: float = 1.0) -> int:
     """Overwrite every parameter of `model` (in place, float32) by `init_value`; returns the count."""
     import torch
 
@@ -180,3 +181,39 @@ def calibrate_code2wav(code2wav, seed: int, n_frames: int = 24, final_std: float
             if conv.bias is not None:
                 conv.bias.mul_(factor)
     return len(convs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# code2wav-only checkpoints (a case that stores only code2wav.* tensors)
+# ----------------------------------------------------------------------------------------------------------
+def save_code2wav_only(code2wav, config, out_dir: str) -> None:
+    """config.json + generation_config.json + model.safetensors holding only `code2wav.*` (Hub names)."""
+    from safetensors.torch import save_file
+    from transformers import GenerationConfig
+
+    import os
+
+    os.makedirs(out_dir, exist_ok=True)
+    config.save_pretrained(out_dir)
+    GenerationConfig.from_model_config(config).save_pretrained(out_dir)
+    tensors = {f"code2wav.{k}": p.detach().contiguous() for k, p in code2wav.named_parameters()}
+    save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+
+
+def load_code2wav_only(out_dir: str):
+    import os
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import Qwen3OmniMoeConfig
+    from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeCode2Wav
+
+    cfg = Qwen3OmniMoeConfig.from_pretrained(out_dir)
+    model = Qwen3OmniMoeCode2Wav._from_config(cfg.code2wav_config, dtype=torch.float32)
+    sd = {k[len("code2wav."):]: v.float() for k, v in load_file(os.path.join(out_dir, "model.safetensors")).items()}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    params = {k for k, _ in model.named_parameters()}
+    if unexpected or params & set(missing):
+        raise RuntimeError(f"code2wav reload: missing {missing}, unexpected {unexpected}")
+    model.eval()
+    return model

@@ -5,7 +5,8 @@
         visual(output_hidden_states)         -> vision.* / vision_video.*   (6.2)
         get_rope_index                       -> thinker.position_ids / rope_deltas (6.3)
         thinker forward                      -> thinker.hidden_states.* / logits (6.4)
-        generate() with recording wrappers   -> thinker.generated_ids, talker.*, code_predictor.*, code2wav.* (6.5-6.8)
+        generate() with recording wrappers   -> thinker.generated_ids, talker.*, code_predictor.* (6.5-6.7)
+        code2wav forward / chunked_decode    -> code2wav.*            (6.8)
 
 The model part is always the reference itself; the wrappers only record what the reference's own `generate`
 computes (arguments and results of talker.generate / talker.forward / code_predictor.generate /
@@ -83,7 +84,7 @@ def load_reference(case_dir: str):
     return model
 
 
-def run_full(case_dir: str, inputs: dict, gen: dict) -> tuple[dict, dict, dict]:
+def run_full(case_dir: str, inputs: dict, gen: dict):
     """Run every model stage of a full case.
 
     inputs: numpy arrays `input_ids [1, L]`, optional `input_features [n, 128, F]`, `feature_attention_mask
@@ -91,7 +92,8 @@ def run_full(case_dir: str, inputs: dict, gen: dict) -> tuple[dict, dict, dict]:
     `video_second_per_grid`, and `use_audio_in_video` (bool).
     gen: thinker_max_new_tokens, talker_max_new_tokens, speaker, repetition_penalty, chunk_size,
     left_context_size.
-    Returns (arrays by golden key, decision margins, stats).
+    Returns (arrays by golden key, decision margins, stats incl. a list of `problems`, the reference model,
+    the raw trace).
     """
     import torch
 
@@ -275,6 +277,9 @@ def run_full(case_dir: str, inputs: dict, gen: dict) -> tuple[dict, dict, dict]:
     out["talker.thinker_embed"] = np.concatenate([_np(h[0]) for h in th.hidden_states], 1)
     out["talker.thinker_hidden"] = np.concatenate(
         [_np(h[cfg.talker_config.accept_hidden_layer]) for h in th.hidden_states], 1)
+    # the stand-alone prefill forward (thinker.hidden_states.*) must be what generate() computed
+    prefill_diff = max(float(np.abs(_np(h) - out[f"thinker.hidden_states.{i}"]).max())
+                       for i, h in enumerate(th.hidden_states[0]))
 
     tk = trace["talker_gen"]
     kw, res = tk["kwargs"], tk["result"]
@@ -323,6 +328,8 @@ def run_full(case_dir: str, inputs: dict, gen: dict) -> tuple[dict, dict, dict]:
 
     # ---------------- consistency checks against FORMAT.md ----------------
     problems = []
+    if prefill_diff > 1e-5:
+        problems.append(f"generate() prefill hidden states differ from the thinker forward by {prefill_diff:.2e}")
     if len(cp) != T:
         problems.append(f"{len(cp)} code predictor runs for {T} code columns")
     if not np.array_equal(out["code_predictor.tokens"].T, codes[0, 1:]):
@@ -363,3 +370,18 @@ def run_full(case_dir: str, inputs: dict, gen: dict) -> tuple[dict, dict, dict]:
              "wav_clipped_fraction": float(np.mean(np.abs(out["talker.wav"]) >= 1.0)),
              "problems": problems}
     return out, margins, stats, model, trace
+
+
+def code2wav_goldens(c2w, codes: np.ndarray, chunk_size: int, left_context_size: int) -> dict:
+    """6.8: code2wav forward of all codes [1, Q, T] and chunked decoding -> the code2wav.* keys."""
+    import torch
+
+    with torch.no_grad():
+        c = torch.from_numpy(codes)
+        wav = c2w(c)
+        chunked = c2w.chunked_decode(c, chunk_size=chunk_size, left_context_size=left_context_size)
+    return {"code2wav.codes": codes.astype(np.int64),
+            "code2wav.wav": wav.numpy().astype(np.float32),
+            "code2wav.wav_chunked": chunked.numpy().astype(np.float32),
+            "code2wav.chunk_size": np.array(chunk_size, np.int64),
+            "code2wav.left_context_size": np.array(left_context_size, np.int64)}

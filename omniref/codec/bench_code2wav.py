@@ -37,7 +37,6 @@ def timed_forward(model: c2w.Code2Wav, codes: np.ndarray) -> tuple[np.ndarray, d
     x = c2w.pre_transformer(x, w, cfg)
     t["embed + pre_transformer"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    x = np.ascontiguousarray(x.T)
     for i, r in enumerate(cfg.upsampling_ratios):
         x = c2w.causal_trans_conv(x, w[f"upsample.{i}.0.conv.weight"], w[f"upsample.{i}.0.conv.bias"], r)
         x = c2w.convnext_block(x, w, f"upsample.{i}.1.")
@@ -46,13 +45,13 @@ def timed_forward(model: c2w.Code2Wav, codes: np.ndarray) -> tuple[np.ndarray, d
     for i, r in enumerate(cfg.upsample_rates):
         t0 = time.perf_counter()
         x = c2w.decoder_block(x, w, f"decoder.{i + 1}.", r)
-        t[f"decoder block {i} (x{r}, {x.shape[0]} ch, {x.shape[1]} samples)"] = time.perf_counter() - t0
+        t[f"decoder block {i} (x{r}, {x.shape[1]} ch, {x.shape[0]} samples)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     j = len(cfg.upsample_rates) + 1
     x = c2w.snake_beta(x, w[f"decoder.{j}.alpha"], w[f"decoder.{j}.beta"])
     x = c2w.causal_conv(x, w[f"decoder.{j + 1}.conv.weight"], w[f"decoder.{j + 1}.conv.bias"])
     t["output conv + clamp"] = time.perf_counter() - t0
-    return np.clip(x[0], -1.0, 1.0), t
+    return np.clip(x[:, 0], -1.0, 1.0), t
 
 
 def main(argv=None) -> None:

@@ -5,7 +5,7 @@ with a fully causal network, so audio can stream out while the talker is still s
 
     codes [Q, T] --embed_codes (offset per quantizer, mean over Q)--> [T, Hc]
       --pre_transformer (sliding-window causal attention, 1-D RoPE, layer scale)--> [T, Hc]      (12.5 Hz)
-      --upsample: for r in upsampling_ratios: transposed conv ×r + ConvNeXt block--> [Hc, 4T]    (50 Hz)
+      --upsample: for r in upsampling_ratios: transposed conv ×r + ConvNeXt block--> [4T, Hc]    (50 Hz)
       --decoder: causal conv Hc -> Dd, then per rate r in upsample_rates:
                  SnakeBeta, transposed conv ×r (channels halve), 3 dilated residual units (d = 1, 3, 9)
       --SnakeBeta, causal conv -> 1 channel, clamp to [-1, 1]--> wav [S]                          (24 kHz)
@@ -21,9 +21,11 @@ Legend (dimension letters of the shape comments):
     nh / nkv query / key-value heads  hd head size              C channels at the current stage
     N samples at the current stage    K kernel taps             r stride (upsampling factor)   S output samples
 
-Speed: >95% of the FLOPs are the convolutions of the decoder. A stride-1 conv with K taps is computed as K
-shifted matrix products `W[:, :, j] @ x[:, j·d : j·d + N]` (the shifted slices are strided views, no copy),
-which runs at BLAS speed; a transposed conv is one product `W @ x` followed by an overlap-add.
+Layout and speed: >95% of the FLOPs are the decoder's convolutions. Activations are time-major [N, C]
+(PyTorch's Conv1d uses [C, N]; the maths is the same). A stride-1 conv with K taps is K matrix products
+of a weight tap with a shifted block of rows (a view, no copy), a transposed conv one product followed by
+an overlap-add: BLAS does the work. Large arrays are reused where the algorithm allows (`out=`), because
+fresh multi-megabyte allocations cost page faults comparable to the arithmetic on a small machine.
 """
 from __future__ import annotations
 
@@ -73,83 +75,91 @@ def pre_transformer(x: np.ndarray, w: Mapping, cfg: Code2WavConfig) -> np.ndarra
     multiplied by a learned per-channel vector that starts at 0.01, so every layer begins near the identity.
         x += scale_attn ⊙ o_proj(Attn(RMSNorm(x)))      x += scale_mlp ⊙ SwiGLU(RMSNorm(x))
     """
+    w = w if hasattr(w, "scope") else WeightView(w, "")                             # a plain dict works too
     cos, sin = rope_cos_sin(np.arange(x.shape[0]), cfg.head_dim, cfg.rope_theta)   # [T, hd]
     return Decoder.from_config(w.scope("pre_transformer."), cfg).forward(x, cos, sin)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# 3. Convolution building blocks (channels first: x [C, N], as PyTorch's Conv1d without the batch axis)
+# 3. Convolution building blocks, time-major: x [N, C] (samples x channels), the transpose of PyTorch's
+#    Conv1d layout [C, N]. A conv tap is then a matrix product over a contiguous block of rows, LayerNorm and
+#    Linear act on the last axis as usual, and the interleaving of a transposed conv is a free reshape.
+#    Weights stay in their checkpoint layout.
 # ----------------------------------------------------------------------------------------------------------
 def causal_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, dilation: int = 1) -> np.ndarray:
-    """Causal 1-D convolution, stride 1.  x [Cin, N], weight [Cout, Cin, K], bias [Cout] -> [Cout, N]
+    """Causal 1-D convolution, stride 1.  x [N, Cin], weight [Cout, Cin, K], bias [Cout] -> [N, Cout]
 
-    y[:, t] = b + Σ_j W[:, :, j] · x[:, t - d·(K-1-j)]   with x = 0 before the start (left padding only).
-    Computed as K matrix products of the weight tap with a shifted view of the padded input.
+    y[t] = b + Σ_j W[:, :, j] · x[t - s_j],  s_j = d·(K-1-j) samples back, x = 0 before the start (the
+    reference pads d·(K-1) zeros on the left). Instead of padding, tap j adds its product only to the rows
+    t >= s_j that have a real input: one matrix product per tap into a reused buffer, at BLAS speed.
     """
     Cout, Cin, K = weight.shape
-    if x.shape[0] != Cin:
-        raise ValueError(f"causal_conv: input has {x.shape[0]} channels, weight expects {Cin}")
-    N = x.shape[1]
-    pad = dilation * (K - 1)
-    xp = np.concatenate([np.zeros((Cin, pad), x.dtype), x], axis=1) if pad else x   # [Cin, pad + N]
-    taps = np.ascontiguousarray(weight.transpose(2, 0, 1))                         # [K, Cout, Cin]
-    y = np.matmul(taps[0], xp[:, 0:N])                                             # [Cout, N]
-    tmp = np.empty_like(y)
-    for j in range(1, K):
-        s = j * dilation
-        y += np.matmul(taps[j], xp[:, s:s + N], out=tmp)                            # tap j sees x[t - d(K-1-j)]
+    if x.shape[1] != Cin:
+        raise ValueError(f"causal_conv: input has {x.shape[1]} channels, weight expects {Cin}")
+    N = x.shape[0]
+    taps = np.ascontiguousarray(weight.transpose(2, 1, 0))                         # [K, Cin, Cout]
+    y = np.matmul(x, taps[K - 1])                                                  # tap K-1 sees x[t]: [N, Cout]
     if bias is not None:
-        y += bias[:, None]
+        y += bias
+    tmp = np.empty_like(y) if K > 1 else None
+    for j in range(K - 1):
+        s = dilation * (K - 1 - j)                                                 # tap j looks s samples back
+        if s < N:
+            y[s:] += np.matmul(x[:N - s], taps[j], out=tmp[:N - s])                # rows t >= s: [N-s, Cout]
     return y
 
 
 def depthwise_causal_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """Causal conv with groups = channels: every channel filtered by its own K taps.
-    x [C, N], weight [C, 1, K], bias [C] -> [C, N]"""
+    x [N, C], weight [C, 1, K], bias [C] -> [N, C]"""
     C, _, K = weight.shape
-    N = x.shape[1]
-    xp = np.concatenate([np.zeros((C, K - 1), x.dtype), x], axis=1)                # [C, K-1+N]
-    y = weight[:, 0, 0:1] * xp[:, 0:N]
-    for j in range(1, K):
-        y += weight[:, 0, j:j + 1] * xp[:, j:j + N]                                  # [C, N]
-    return y + bias[:, None]
+    N = x.shape[0]
+    y = x * weight[:, 0, K - 1] + bias                                             # [N, C]
+    tmp = np.empty_like(y)
+    for j in range(K - 1):
+        s = K - 1 - j
+        if s < N:
+            y[s:] += np.multiply(x[:N - s], weight[:, 0, j], out=tmp[:N - s])      # [N-s, C]
+    return y
 
 
 def causal_trans_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
     """Transposed conv (upsampling ×r), trimmed K - r at both ends as in the reference.
-    x [Cin, n], weight [Cin, Cout, K] (PyTorch ConvTranspose1d layout), bias [Cout] -> [Cout, (n+1)·r - K]
+    x [n, Cin], weight [Cin, Cout, K] (PyTorch ConvTranspose1d layout), bias [Cout] -> [(n+1)·r - K, Cout]
 
-    Input sample t spreads K output samples starting at t·r:  full[:, t·r + k] += W[:, :, k]ᵀ x[:, t].
+    Input sample t spreads K output samples starting at t·r:  full[t·r + k] += W[:, :, k]ᵀ x[t].
     One matrix product gives every (t, k) contribution; an overlap-add places them. The right trim drops the
     samples that would still receive a contribution from the next (unseen) input sample.
     """
     Cin, Cout, K = weight.shape
     r = stride
-    if x.shape[0] != Cin:
-        raise ValueError(f"causal_trans_conv: input has {x.shape[0]} channels, weight expects {Cin}")
-    n = x.shape[1]
+    if x.shape[1] != Cin:
+        raise ValueError(f"causal_trans_conv: input has {x.shape[1]} channels, weight expects {Cin}")
+    n = x.shape[0]
     m = -(-K // r)                                                                  # blocks of r taps
     if K != m * r:                                                                  # pad taps to m·r
         weight = np.concatenate([weight, np.zeros((Cin, Cout, m * r - K), weight.dtype)], axis=2)
-    W = weight.reshape(Cin, Cout * m * r).T                                         # [Cout·m·r, Cin]
-    Z = np.matmul(W, x).reshape(Cout, m, r, n)                                      # [Cout, m, r, n]
-    full = np.zeros((Cout, n + m - 1, r), Z.dtype)                                  # [Cout, (n+m-1)·r]
-    for b in range(m):                                                              # overlap-add
-        full[:, b:b + n, :] += Z[:, b].transpose(0, 2, 1)                           # tap b·r + p -> t + b
-    full = full.reshape(Cout, (n + m - 1) * r)[:, :(n - 1) * r + K]                 # the true full length
+    W = weight.transpose(0, 2, 1).reshape(Cin, m * r * Cout)                        # [Cin, (k, o)]
+    Z = np.matmul(x, W).reshape(n, m, r * Cout)                                     # [n, m, r·Cout]
+    full = np.empty((n + m - 1, r * Cout), Z.dtype)                                 # [n+m-1, r·Cout]
+    full[:n] = Z[:, 0]                                                              # overlap-add: tap b·r + p
+    full[n:] = 0                                                                    # of input t goes to row t+b
+    for b in range(1, m):
+        full[b:b + n] += Z[:, b]
+    full += np.tile(bias, r)                                                        # bias of every sample
+    full = full.reshape((n + m - 1) * r, Cout)[:(n - 1) * r + K]                    # [(n-1)·r + K, Cout]
     trim = K - r
-    y = full[:, trim:full.shape[1] - trim]                                          # [Cout, (n+1)·r - K]
-    return y + bias[:, None]
+    return full[trim:full.shape[0] - trim]                                          # [(n+1)·r - K, Cout]
 
 
 def snake_beta(x: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """SnakeBeta (BigVGAN, Lee et al. 2023): x + sin²(e^α x) / (e^β + 1e-9), per channel.  [C, N] -> [C, N]
+    """SnakeBeta (BigVGAN, Lee et al. 2023): x + sin²(e^α x) / (e^β + 1e-9), per channel.  [N, C] -> [N, C]
 
     A periodic activation: the sin² term gives the network an easy way to produce oscillations (audio is
     periodic). α (frequency) and β (magnitude) are stored as logarithms.
     """
-    a = np.exp(alpha)[:, None]                                                      # [C, 1]
-    inv_b = (F32(1.0) / (np.exp(beta) + F32(SNAKE_EPS)))[:, None]                   # [C, 1]
+    a = np.exp(alpha)                                                               # [C]
+    inv_b = F32(1.0) / (np.exp(beta) + F32(SNAKE_EPS))                              # [C]
     s = x * a
     np.sin(s, out=s)
     s *= s
@@ -159,34 +169,34 @@ def snake_beta(x: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray
 
 
 def convnext_block(x: np.ndarray, w: Mapping, p: str) -> np.ndarray:
-    """ConvNeXt block (Liu et al. 2022) on channels-first audio.  x [C, N] -> [C, N]
+    """ConvNeXt block (Liu et al. 2022) on audio.  x [N, C] -> [N, C]
 
     causal depthwise conv (k=7) -> LayerNorm over channels -> Linear C->4C -> GELU -> Linear 4C->C,
     scaled by `gamma` and added to the input.
     """
-    y = depthwise_causal_conv(x, w[p + "dwconv.conv.weight"], w[p + "dwconv.conv.bias"])  # [C, N]
-    y = y.T                                                                                # [N, C]
+    y = depthwise_causal_conv(x, w[p + "dwconv.conv.weight"], w[p + "dwconv.conv.bias"])  # [N, C]
     y = nn.layer_norm(y, w[p + "norm.weight"], w[p + "norm.bias"], LAYER_NORM_EPS)
     y = nn.gelu(nn.linear(y, w[p + "pwconv1.weight"], w[p + "pwconv1.bias"]))             # [N, 4C]
     y = nn.linear(y, w[p + "pwconv2.weight"], w[p + "pwconv2.bias"])                      # [N, C]
-    return x + (w[p + "gamma"] * y).T                                                      # [C, N]
+    return x + w[p + "gamma"] * y
 
 
 def residual_unit(x: np.ndarray, w: Mapping, p: str, dilation: int) -> np.ndarray:
-    """x + conv2(Snake(conv1(Snake(x)))), conv1 causal k=7 with `dilation`, conv2 k=1.  [C, N] -> [C, N]
+    """x + conv2(Snake(conv1(Snake(x)))), conv1 causal k=7 with `dilation`, conv2 k=1.  [N, C] -> [N, C]
 
-    Dilations 1, 3, 9 let three units see 1 + 6·(1+3+9) = 79 past samples at this stage's rate.
+    Dilations 1, 3, 9 let three units see 6·(1+3+9) = 78 past samples at this stage's rate.
     """
     h = snake_beta(x, w[p + "act1.alpha"], w[p + "act1.beta"])
     h = causal_conv(h, w[p + "conv1.conv.weight"], w[p + "conv1.conv.bias"], dilation)
     h = snake_beta(h, w[p + "act2.alpha"], w[p + "act2.beta"])
     h = causal_conv(h, w[p + "conv2.conv.weight"], w[p + "conv2.conv.bias"])
-    return x + h
+    h += x
+    return h
 
 
 def decoder_block(x: np.ndarray, w: Mapping, p: str, rate: int) -> np.ndarray:
     """SnakeBeta -> transposed conv ×rate (kernel 2·rate, channels halve) -> residual units d = 1, 3, 9.
-    x [C, n] -> [C/2, (n-1)·rate]"""
+    x [n, C] -> [(n-1)·rate, C/2]"""
     x = snake_beta(x, w[p + "block.0.alpha"], w[p + "block.0.beta"])
     x = causal_trans_conv(x, w[p + "block.1.conv.weight"], w[p + "block.1.conv.bias"], rate)
     for u, d in enumerate(RESIDUAL_DILATIONS):
@@ -219,8 +229,12 @@ class Code2Wav:
     """
 
     def __init__(self, cfg: Code2WavConfig | dict, weights: Mapping):
+        cfg = getattr(cfg, "code2wav_config", cfg)                                  # a whole OmniConfig is fine too
         self.cfg = Code2WavConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
-        self.w = weights if isinstance(weights, WeightView) else WeightView(weights, "")
+        self.w = weights if hasattr(weights, "scope") else WeightView(weights, "")
+        if "pre_transformer.layers.0.self_attn.q_proj.bias" in self.w:
+            raise ValueError("code2wav: the checkpoint has attention biases (attention_bias = true); "
+                             "omniref.decoder implements the published model, which has none")
         table = self.w["code_embedding.weight"].shape                               # [Q·V, Hc]
         expected = (self.cfg.codebook_size * self.cfg.num_quantizers, self.cfg.hidden_size)
         if tuple(table) != expected:
@@ -261,22 +275,22 @@ class Code2Wav:
         """The whole chain for one validated code grid.  codes [Q, T] -> wav [S]"""
         x = embed_codes(codes, self.w["code_embedding.weight"], self.cfg.codebook_size)  # [T, Hc]
         x = pre_transformer(x, self.w, self.cfg)                                    # [T, Hc]
-        return self.vocode(np.ascontiguousarray(x.T))                               # [S]
+        return self.vocode(x)                                                       # [S]
 
     def vocode(self, x: np.ndarray) -> np.ndarray:
-        """The convolutional part: upsampling stages, decoder, clamp.  x [Hc, T] (channels first) -> [S]"""
+        """The convolutional part: upsampling stages, decoder, clamp.  x [T, Hc] (time-major) -> [S]"""
         w, cfg = self.w, self.cfg
         for i, r in enumerate(cfg.upsampling_ratios):                               # 12.5 Hz -> 50 Hz
             p = f"upsample.{i}."
-            x = causal_trans_conv(x, w[p + "0.conv.weight"], w[p + "0.conv.bias"], r)  # [Hc, N·r]
+            x = causal_trans_conv(x, w[p + "0.conv.weight"], w[p + "0.conv.bias"], r)  # [N·r, Hc]
             x = convnext_block(x, w, p + "1.")
-        x = causal_conv(x, w["decoder.0.conv.weight"], w["decoder.0.conv.bias"])    # [Dd, N]
+        x = causal_conv(x, w["decoder.0.conv.weight"], w["decoder.0.conv.bias"])    # [N, Dd]
         for i, r in enumerate(cfg.upsample_rates):                                  # 50 Hz -> 24 kHz
-            x = decoder_block(x, w, f"decoder.{i + 1}.", r)                         # [C/2, (N-1)·r]
+            x = decoder_block(x, w, f"decoder.{i + 1}.", r)                         # [(N-1)·r, C/2]
         j = len(cfg.upsample_rates) + 1
         x = snake_beta(x, w[f"decoder.{j}.alpha"], w[f"decoder.{j}.beta"])
-        x = causal_conv(x, w[f"decoder.{j + 1}.conv.weight"], w[f"decoder.{j + 1}.conv.bias"])  # [1, S]
-        return np.clip(x[0], -1.0, 1.0)                                             # [S]
+        x = causal_conv(x, w[f"decoder.{j + 1}.conv.weight"], w[f"decoder.{j + 1}.conv.bias"])  # [S, 1]
+        return np.clip(x[:, 0], -1.0, 1.0)                                          # [S]
 
     def __call__(self, codes) -> np.ndarray:
         """codes [Q, T] -> [S];  [B, Q, T] -> [B, 1, S] (the reference's output layout)."""

@@ -244,17 +244,19 @@ def vision_forward(weights, vision_config, pixel_values: np.ndarray, grid_thw: n
     act = _activation(vc.hidden_act)
     taps = list(vc.deepstack_visual_indexes)
     hidden = [x] if record_hidden else []
-    deepstack: list[np.ndarray | None] = [None] * len(taps)
+    missing = [t for t in taps if not 0 <= t < vc.depth]
+    if missing:
+        raise ValueError(f"deepstack_visual_indexes {missing} lie outside the {vc.depth} vision blocks")
+    # DeepStack features come out in BLOCK order; the merger applied after block i is merger_list.{k} with k
+    # its position in deepstack_visual_indexes (as the reference does: for a sorted list, feature k = merger k)
+    deepstack: list[np.ndarray] = []
     for i in range(vc.depth):
         x = vision_block(x, w.scope(f"blocks.{i}."), vc.num_heads, cos, sin, segments, act)
         if record_hidden:
             hidden.append(x)
-        for k, layer in enumerate(taps):                     # DeepStack tap after block `layer`
-            if layer == i:
-                deepstack[k] = patch_merger(x, w.scope(f"merger_list.{k}."), m, postshuffle_norm=True)
-    missing = [taps[k] for k, d in enumerate(deepstack) if d is None]
-    if missing:
-        raise ValueError(f"deepstack_visual_indexes {missing} lie outside the {vc.depth} vision blocks")
+        if i in taps:                                        # DeepStack tap after block i
+            k = taps.index(i)
+            deepstack.append(patch_merger(x, w.scope(f"merger_list.{k}."), m, postshuffle_norm=True))
     merged = patch_merger(x, w.scope("merger."), m, postshuffle_norm=False)    # [P/m², O]
     return VisionOutput(merged, deepstack, hidden)
 

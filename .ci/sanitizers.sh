@@ -9,6 +9,10 @@ PY=${PYTHON:-python3}
 build=$(mktemp -d "${TMPDIR:-/tmp}/omniref-asan.XXXXXX")
 trap 'rm -rf "$build"' EXIT
 
+# The build tools normally come from pip's isolated build env; install them here if this Python lacks them.
+"$PY" -m pybind11 --cmakedir >/dev/null 2>&1 || "$PY" -m pip install -q "pybind11>=2.12"
+command -v cmake >/dev/null 2>&1 || "$PY" -m pip install -q "cmake>=3.18"
+
 gen=()
 command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
 cmake -S . -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Debug -DOMNIREF_SANITIZE=ON \

@@ -12,7 +12,9 @@
 //   N, zero(), set1(x), load/loadu(p), storeu(p, r), loadu_part(p, n) / storeu_part(p, r, n) (first n<N
 //   lanes, rest zero / untouched), add, sub, mul, fma(a, b, c) = a*b + c, max, reduce_add, reduce_max,
 //   exp(r) (Cephes-style expf, ~2 ulp, exp(x < -87) = 0), load_bf16(p) / load_bf16_part(p, n): N bfloat16
-//   (uint16) widened exactly to float32 (bf16 bits are the high half of the float32 word).
+//   (uint16) widened exactly to float32 (bf16 bits are the high half of the float32 word);
+//   load_cols(p, stride, rows, cols, out[N]): an N x N block of a row-major matrix transposed, out[j] lane i =
+//   p[i * stride + j] (zero past `rows` / `cols`): N weight rows read contiguously, delivered column by column.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -74,6 +76,9 @@ struct V {
   static inline float bf16(uint16_t h) { uint32_t u = uint32_t(h) << 16; float f; std::memcpy(&f, &u, 4); return f; }
   static inline R load_bf16(const uint16_t* p) { return bf16(*p); }
   static inline R load_bf16_part(const uint16_t* p, int n) { return n > 0 ? bf16(*p) : 0.f; }
+  static inline void load_cols(const float* p, int64_t stride, int rows, int cols, R* out) {
+    out[0] = (rows > 0 && cols > 0) ? *p : 0.f;
+  }
 };
 }  // namespace isa_generic
 
@@ -123,6 +128,35 @@ struct V {
   static inline R load_bf16_part(const uint16_t* p, int n) {
     __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m(n), p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+  }
+  // out[j][i] = p[i * stride + j] for rows i < rows, columns j < cols (zero elsewhere): a 16 x 16 block
+  // read row by row (contiguous) and transposed in registers (4 rounds of unpack/shuffle).
+  static inline void load_cols(const float* p, int64_t stride, int rows, int cols, R* out) {
+    R r[16];
+    for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(m(cols), p + i * stride) : zero();
+    R t[16];
+    for (int i = 0; i < 16; i += 2) {
+      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+      r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+      r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+      r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+      r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; ++i) {
+      t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+      t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+      t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+      t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 4; ++i) {
+      out[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+      out[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+      out[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+      out[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
+    }
   }
 };
 OMNI_ISA_END
@@ -184,6 +218,25 @@ struct V {
     alignas(16) uint16_t tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (int i = 0; i < n && i < 8; ++i) tmp[i] = p[i];
     return load_bf16(tmp);
+  }
+  static inline void load_cols(const float* p, int64_t stride, int rows, int cols, R* out) {
+    R r[8];
+    for (int i = 0; i < 8; ++i) r[i] = i < rows ? loadu_part(p + i * stride, cols) : zero();
+    R t[8];
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+      r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+      r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+      r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+      r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; ++i) {
+      out[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+      out[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+    }
   }
 };
 OMNI_ISA_END

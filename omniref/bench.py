@@ -193,6 +193,17 @@ def bench_thinker(quick: bool) -> dict:
             runs = [run() for _ in range(1 if quick else 2)]
         res[f"{name}_prefill_s"] = min(r[0] for r in runs)
         res[f"{name}_decode_tok_s"] = max(r[1] for r in runs)
+    # Same model with its projection matrices kept as bfloat16 (the weights rounded once; activations fp32):
+    # decode streams half the weight bytes.
+    w32 = dict(w)
+    dec.weights = {k: _native.BF16Weight.from_float32(v) if v.ndim == 2 else v for k, v in w32.items()}
+    lm_head32, lm_head = lm_head, _native.BF16Weight.from_float32(lm_head)
+    with backend.use("cpp"):
+        settle()
+        runs = [run() for _ in range(1 if quick else 2)]
+    res["cpp_bf16_prefill_s"] = min(r[0] for r in runs)
+    res["cpp_bf16_decode_tok_s"] = max(r[1] for r in runs)
+    dec.weights, lm_head = w32, lm_head32
     res["prefill_ratio"] = res["numpy_prefill_s"] / res["cpp_prefill_s"]
     res["decode_ratio"] = res["cpp_decode_tok_s"] / res["numpy_decode_tok_s"]
     res.update(target_ratio=2.0, hf_reference_prefill_s=0.69, hf_reference_decode_tok_s=27.0,

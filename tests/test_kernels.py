@@ -48,6 +48,20 @@ def test_linear_f32(isa, M, N, K):
     assert rel_err(_native.linear(x, w, b, naive=True), ref) < RTOL
 
 
+@pytest.mark.parametrize("N,K", [(37, 19), (100, 1030), (513, 257)])
+def test_linear_rows_do_not_depend_on_the_batch(isa, N, K):
+    """For M >= 2 (float32 weights) every path sums in the packed GEMM's order, so a row's output is the same
+    bits whether it is computed alone with one neighbour or inside a 20-row call (chunked == one-shot)."""
+    rng = np.random.default_rng(N + K)
+    x = rng.standard_normal((20, K), dtype=np.float32)
+    w = rng.standard_normal((N, K), dtype=np.float32)
+    b = rng.standard_normal(N, dtype=np.float32)
+    full = _native.linear(x, w, b)
+    for m in (2, 3, 5, 8, 9, 13):
+        for i in (0, 4):
+            assert np.array_equal(_native.linear(x[i:i + m], w, b), full[i:i + m]), (m, i)
+
+
 @pytest.mark.parametrize("M,N,K", [(1, 37, 19), (1, 300, 1000), (3, 17, 33), (7, 64, 128), (40, 129, 70)])
 def test_linear_bf16(isa, M, N, K):
     rng = np.random.default_rng(7 + M + N + K)

@@ -143,5 +143,10 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool = Fal
     allowed = attention_mask(Lq, Lk, causal=causal, sliding_window=sliding_window, segments=segments, mask=mask)
     if allowed is not None:
         scores = np.where(allowed, scores, F32(-np.inf))
-    probs = softmax(scores, axis=-1).reshape(nkv, group * Lq, Lk)
+    with np.errstate(invalid="ignore"):       # rows with no visible key give -inf - -inf here
+        probs = softmax(scores, axis=-1)
+    if allowed is not None and not allowed.any(axis=-1).all():
+        # a query that may see no key at all attends to nothing: its output is 0 (not 0/0 = NaN)
+        probs = np.where(allowed.any(axis=-1, keepdims=True), probs, F32(0.0))
+    probs = probs.reshape(nkv, group * Lq, Lk)
     return np.matmul(probs, v).reshape(nh, Lq, hd)                       # [nh, Lq, hd]

@@ -27,8 +27,10 @@ from omniref.weights import load_weights
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "tutorials" / "figures"
 FIGURES.mkdir(parents=True, exist_ok=True)
-CASE_DIRS = sorted(p.parent for p in (ROOT / "tests" / "golden").glob("*/config.json")) + \
-    sorted(p.parent for p in (ROOT.parent / "shared" / "golden").glob("*/config.json"))
+# model cases whose checkpoint has an audio tower (a code2wav-only case has a config but no audio weights)
+CASE_DIRS = [p.parent for p in sorted((ROOT / "tests" / "golden").glob("*/config.json")) +
+             sorted((ROOT.parent / "shared" / "golden").glob("*/config.json"))
+             if "thinker.audio_tower.conv2d1.weight" in load_weights(p.parent)]
 
 # %% [markdown]
 # ## 1. The output length rule, and why it assumes 100-frame chunks

@@ -28,5 +28,7 @@ inline std::string shape_str(const py::array& a) {
 }
 void register_gemm(py::module_& m);
 void register_attention(py::module_& m);
+void register_elementwise(py::module_& m);
+void register_moe(py::module_& m);
 void register_cuda(py::module_& m);
 }  // namespace omni

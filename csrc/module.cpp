@@ -22,6 +22,8 @@ PYBIND11_MODULE(_C, m) {
 #endif
   omni::register_gemm(m);
   omni::register_attention(m);
+  omni::register_elementwise(m);
+  omni::register_moe(m);
 #ifdef OMNIREF_CUDA
   omni::register_cuda(m);
   m.attr("has_cuda") = true;

@@ -122,6 +122,9 @@ class BF16Weight:
     def T(self) -> np.ndarray:  # lets `x @ w.T` in NumPy code work unchanged
         return self.to_float32().T
 
+    def __getitem__(self, index) -> np.ndarray:  # embedding lookups `table[ids]`: only those rows are widened
+        return (self.bits[index].astype(np.uint32) << 16).view(np.float32)
+
     def __repr__(self) -> str:
         return f"BF16Weight(shape={self.shape})"
 
@@ -292,6 +295,146 @@ def group_by_expert(topk_idx: np.ndarray, num_experts: int):
     counts = np.bincount(flat, minlength=num_experts)  # [E]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # [E+1]
     return order, offsets
+
+
+# ---------------------------------------------------------------------------------------------------------
+# fused mixture of experts (csrc/moe.cpp)
+# ---------------------------------------------------------------------------------------------------------
+def _check_moe(x, chosen, mix, experts):
+    """Validate a moe call; return x, chosen, mix, the sorted chosen expert ids [U] and their weight triples."""
+    if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):
+        x = _float32("moe: x", x)
+    if x.ndim != 2:
+        raise ValueError(f"moe: x must be 2-D [L, H], got shape {x.shape}")
+    idx = np.asarray(chosen)
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"moe: chosen must hold integer expert ids, got dtype {idx.dtype}")
+    if idx.ndim != 2 or idx.shape[0] != x.shape[0]:
+        raise ValueError(f"moe: chosen must be [L, k] = [{x.shape[0]}, k], got shape {idx.shape}")
+    if idx.shape[1] > 64:
+        raise ValueError(f"moe: at most 64 experts per token, got k={idx.shape[1]}")
+    mix = _float32("moe: mix", mix)
+    if mix.shape != idx.shape:
+        raise ValueError(f"moe: mix weights {mix.shape} must have the shape of chosen {idx.shape}")
+    if idx.shape[1] > 1:
+        ranked = np.sort(idx, axis=1)
+        dup = np.nonzero(np.any(ranked[:, 1:] == ranked[:, :-1], axis=1))[0]
+        if dup.size:
+            raise ValueError(f"moe: token {dup[0]} chose expert {idx[dup[0]].tolist()} more than once")
+    ids = np.unique(idx)  # [U] ascending: the only experts that will be read
+    triples = []
+    for e in ids.tolist():
+        if e not in experts:
+            raise ValueError(f"moe: expert {e} was chosen but its weights were not passed "
+                             f"(passed: {sorted(experts)[:8]}{'...' if len(experts) > 8 else ''})")
+        t = experts[e]
+        if len(t) != 3:
+            raise ValueError(f"moe: expert {e} needs (gate, up, down) weights, got {len(t)} arrays")
+        triples.append(tuple(t))
+    return x, idx, mix, ids, triples
+
+
+def moe_reference(x, chosen, mix, experts) -> np.ndarray:
+    """NumPy definition (the loop of omniref.decoder.moe): out = Σ_slots mix · down(silu(gate x) ⊙ up x), terms
+    added in ascending expert id.  x [L, H], chosen [L, k] int, mix [L, k], experts {id: (gate [I, H],
+    up [I, H], down [H, I])} -> [L, H]."""
+    x, idx, mix, ids, triples = _check_moe(x, chosen, mix, experts)
+    out = np.zeros_like(x)
+    for e, (g, u, d) in zip(ids.tolist(), triples):
+        rows, slot = np.nonzero(idx == e)  # tokens routed to e, and at which rank
+        xe = x[rows]
+        ge, ue = xe @ np.asarray(as_float32(g), np.float32).T, xe @ np.asarray(as_float32(u), np.float32).T
+        with np.errstate(over="ignore"):
+            h = ge * (np.float32(1) / (np.float32(1) + np.exp(-ge))) * ue  # silu(g) ⊙ u
+        out[rows] += mix[rows, slot][:, None] * (h @ np.asarray(as_float32(d), np.float32).T)
+    return out
+
+
+def moe(x, chosen, mix, experts, *, naive: bool = False) -> np.ndarray:
+    """Fused sparse MoE feed-forward on the C++ kernels; same arguments and result as `moe_reference`.
+
+    x [L, H] float32; chosen [L, k] int expert ids (no repeats within a row); mix [L, k] mixing weights;
+    experts: a mapping {expert id: (gate_proj [I, H], up_proj [I, H], down_proj [H, I])} holding at least every
+    chosen id (float32 arrays or BF16Weight; others are never touched). Returns [L, H] float32, the terms of
+    a token added in ascending expert id, independent of the thread count.
+    """
+    C = _require()
+    x, idx, mix, ids, triples = _check_moe(x, chosen, mix, experts)
+    H = x.shape[1]
+    bf16 = bool(triples) and all(isinstance(w, BF16Weight) for t in triples for w in t)
+    mats = ([], [], [])
+    for e, t in zip(ids.tolist(), triples):
+        ws = [w.bits if bf16 else (w if type(w) is np.ndarray and w.dtype == np.float32 and w.flags.c_contiguous
+                                    else _float32(f"moe: expert {e} weight", as_float32(w))) for w in t]
+        g, u, d = ws
+        if g.ndim != 2 or g.shape[1] != H or u.shape != g.shape or d.shape != (H, g.shape[0]):
+            raise ValueError(f"moe: expert {e} weights gate {g.shape}, up {u.shape}, down {d.shape} must be "
+                             f"[I, {H}], [I, {H}], [{H}, I]")
+        for m, w in zip(mats, ws):
+            m.append(w)
+    local = np.searchsorted(ids, idx).astype(np.int64)  # [L, k] position of each chosen id among ids
+    return C.moe(x, local, mix, mats[0], mats[1], mats[2], naive)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# elementwise activations (csrc/elementwise.cpp): exact GELU and Code2Wav's SnakeBeta
+# ---------------------------------------------------------------------------------------------------------
+SNAKE_EPS = 1e-9  # keeps 1 / e^β finite (the reference's `no_div_by_zero`; omniref/codec/code2wav.py)
+
+
+def gelu_reference(x) -> np.ndarray:
+    """NumPy definition: 0.5x · (1 + erf(x/√2)), float32 steps (omniref/nn.py: gelu).  [...] -> [...]"""
+    from scipy import special
+    x = np.asarray(x, dtype=np.float32)
+    return np.float32(0.5) * x * (np.float32(1.0) + special.erf(x * np.float32(1 / np.sqrt(2.0))))
+
+
+def gelu(x, *, naive: bool = False) -> np.ndarray:
+    """Exact (erf) GELU on the C++ kernels, any shape: float32 [...] -> float32 [...] (same shape).
+
+    erf is evaluated in double and rounded once (see csrc/elementwise_kernels.inc), the float32 steps around
+    it follow `gelu_reference`. NaN stays NaN, gelu(inf) = inf, gelu(-inf) = nan, as in NumPy.
+    """
+    C = _require()
+    shape = np.shape(x)                                  # before _float32, which makes 0-d arrays 1-d
+    if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):
+        x = _float32("gelu: x", x)
+    y = C.gelu(x.reshape(-1), naive).reshape(shape)                                    # [n] -> [...]
+    return y[()] if y.ndim == 0 else y
+
+
+def _snake_channels(x, alpha, beta):
+    """Validate a snake_beta call; return x as [M, C] and the per-channel (e^α, 1/(e^β + eps)), computed by
+    NumPy in float32 exactly as the specification does."""
+    if np.ndim(x) < 1:
+        raise ValueError(f"snake_beta: x must be [..., C] with channels last, got shape {np.shape(x)}")
+    if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):
+        x = _float32("snake_beta: x", x)
+    alpha, beta = _float32("snake_beta: alpha", alpha), _float32("snake_beta: beta", beta)
+    C = x.shape[-1]
+    if alpha.shape != (C,) or beta.shape != (C,):
+        raise ValueError(f"snake_beta: alpha {alpha.shape} and beta {beta.shape} must both have shape ({C},), "
+                         f"one value per channel of x {x.shape}")
+    a = np.exp(alpha)                                                                   # [C]
+    inv_b = np.float32(1.0) / (np.exp(beta) + np.float32(SNAKE_EPS))                    # [C]
+    return x.reshape(-1, C), a, inv_b
+
+
+def snake_beta_reference(x, alpha, beta) -> np.ndarray:
+    """NumPy definition: x + sin²(x·e^α) / (e^β + 1e-9) per channel (the last axis).  [..., C] -> [..., C]"""
+    x2, a, inv_b = _snake_channels(x, alpha, beta)
+    s = np.sin(x2 * a)
+    return ((s * s) * inv_b + x2).reshape(np.shape(x))
+
+
+def snake_beta(x, alpha, beta, *, naive: bool = False) -> np.ndarray:
+    """SnakeBeta on the C++ kernels.  x [..., C] float32, alpha/beta [C] (log-scale, as stored) -> [..., C]
+
+    sin is evaluated in double after an exact range reduction (|x·e^α| < 1e6; libm beyond) and rounded once.
+    """
+    C = _require()
+    x2, a, inv_b = _snake_channels(x, alpha, beta)
+    return C.snake_beta(x2, a, inv_b, naive).reshape(np.shape(x))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ omniref/nn.py asks `kernel(name)` for each op: a callable when the cpp backend i
         return fn(x, weight, bias)
     ... NumPy definition ...
 
-Ops: "linear" (x, weight, bias) and "attention" (q, k, v, causal, sliding_window, segments, mask, scale);
+Ops: "linear" (x, weight, bias), "attention" (q, k, v, causal, sliding_window, segments, mask, scale) and
+"moe" (x, chosen, mix, experts: the fused routed-experts feed-forward of omniref.decoder.moe);
+"gelu" (x) and "snake_beta" (x, alpha, beta: Code2Wav's activation, omniref/codec/code2wav.py);
 their validated wrappers and semantics are in omniref/_native.py.
 """
 from __future__ import annotations
@@ -182,7 +184,37 @@ def _attention(q, k, v, causal=False, sliding_window=None, segments=None, mask=N
     return out
 
 
-_KERNELS = {"linear": _linear, "attention": _attention}
+def _moe(x, chosen, mix, experts):
+    """experts: {expert id: (gate, up, down)} for (at least) every chosen id; see _native.moe."""
+    if not (_is_f32(x) and _is_f32(mix) and all(_is_f32(w) for t in experts.values() for w in t)):
+        return _native.moe_reference(x, chosen, mix, experts)
+    out = _native.moe(x, chosen, mix, experts)
+    if validating():
+        _check("moe", out, (x, chosen, mix, experts))
+    return out
+
+
+def _gelu(x):
+    if not _is_f32(x):
+        return _numpy_op("gelu")(x)
+    out = _native.gelu(x)
+    if validating():
+        _check("gelu", np.asarray(out), (x,))
+    return out
+
+
+def _snake_beta(x, alpha, beta):
+    if not (_is_f32(x) and _is_f32(alpha) and _is_f32(beta)):  # e.g. float64: the specification, on NumPy
+        from omniref.codec.code2wav import snake_beta
+        with use("numpy"):
+            return snake_beta(x, alpha, beta)
+    out = _native.snake_beta(x, alpha, beta)
+    if validating():
+        _check("snake_beta", out, (x, alpha, beta))
+    return out
+
+
+_KERNELS = {"linear": _linear, "attention": _attention, "moe": _moe, "gelu": _gelu, "snake_beta": _snake_beta}
 
 
 def kernels() -> tuple[str, ...]:

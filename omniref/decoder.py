@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import nn
+from . import backend, nn
 
 __all__ = ["rope_inv_freq", "rope_cos_sin", "KVCache", "Decoder", "MoEStats", "swiglu", "moe"]
 
@@ -142,11 +142,17 @@ def moe(x: np.ndarray, w, prefix: str, num_experts: int, top_k: int, norm_topk_p
     weights = np.take_along_axis(probs, chosen, axis=-1)                             # [L, k]
     if norm_topk_prob:
         weights = weights / np.sum(weights, axis=-1, keepdims=True)
-    out = np.zeros_like(x)
-    for e in np.unique(chosen):                                # only experts some token chose
-        rows, slot = np.nonzero(chosen == e)                   # tokens routed to e, and at which rank
-        y = swiglu(x[rows], w, f"{prefix}experts.{e}.")        # [n_e, H]
-        out[rows] += weights[rows, slot][:, None] * y
+    fused = backend.kernel("moe") if x.dtype == F32 else None   # C++ backend: this loop in one native call
+    if fused is None:
+        out = np.zeros_like(x)
+        for e in np.unique(chosen):                            # only experts some token chose
+            rows, slot = np.nonzero(chosen == e)               # tokens routed to e, and at which rank
+            y = swiglu(x[rows], w, f"{prefix}experts.{e}.")    # [n_e, H]
+            out[rows] += weights[rows, slot][:, None] * y
+    else:                   # same sum, same ascending expert order (omniref/_native.py `moe`, csrc/moe.cpp)
+        experts = {e: tuple(w[f"{prefix}experts.{e}.{m}_proj.weight"] for m in ("gate", "up", "down"))
+                   for e in np.unique(chosen).tolist()}        # only experts some token chose
+        out = fused(x, chosen, weights.astype(F32), experts)   # [L, H]
     if prefix + "shared_expert_gate.weight" in w:
         gate = nn.sigmoid(nn.linear(x, w[prefix + "shared_expert_gate.weight"]))     # [L, 1]
         out += gate * swiglu(x, w, prefix + "shared_expert.")

@@ -107,15 +107,18 @@ def conv2d_stride2(x, weight, bias):
 
     x [B, Hf, Wt, Cin] channels-last, weight [Cout, Cin, 3, 3], bias [Cout] -> [B, Hf', Wt', Cout] with
     Hf' = (Hf - 1) // 2 + 1. Each output pixel's 3x3xCin neighbourhood is gathered into one row ordered
-    (cin, ky, kx), the order of the flattened weight, so the convolution is `rows @ weight.reshape(Cout, -1).T`.
+    (ky, kx, cin): channels-last, the kx and cin of one ky are 3*Cin consecutive floats of the padded input, so
+    the gather is one copy of long contiguous runs (no per-tap arrays). The weight is put in the same order,
+    and the convolution is `rows @ weight'.T`.
     """
     b, h, w, cin = x.shape
     h_out, w_out = (h - 1) // 2 + 1, (w - 1) // 2 + 1
     xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))                                # [B, Hf+2, Wt+2, Cin]
-    taps = [xp[:, ky:ky + 2 * h_out - 1:2, kx:kx + 2 * w_out - 1:2, :]             # 9 x [B, Hf', Wt', Cin]
-            for ky in range(3) for kx in range(3)]
-    cols = np.stack(taps, axis=-1).reshape(b, h_out, w_out, cin * 9)               # [B, Hf', Wt', Cin*9]
-    return nn.linear(cols, weight.reshape(weight.shape[0], -1), bias)              # [B, Hf', Wt', Cout]
+    win = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(1, 2))         # [B, Hf, Wt, Cin, 3, 3] view
+    win = win[:, :2 * h_out - 1:2, :2 * w_out - 1:2].transpose(0, 1, 2, 4, 5, 3)    # [B, Hf', Wt', ky, kx, Cin]
+    cols = np.ascontiguousarray(win).reshape(b, h_out, w_out, 9 * cin)             # [B, Hf', Wt', 9*Cin]
+    w_rows = weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], 9 * cin)         # [Cout, (ky, kx, cin)]
+    return nn.linear(cols, w_rows, bias)                                            # [B, Hf', Wt', Cout]
 
 
 _ACTIVATIONS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",

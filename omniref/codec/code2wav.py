@@ -33,7 +33,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .. import nn
+from .. import backend, nn
 from ..config import Code2WavConfig
 from ..decoder import Decoder, rope_cos_sin
 from ..weights import WeightView
@@ -157,7 +157,11 @@ def snake_beta(x: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray
 
     A periodic activation: the sin² term gives the network an easy way to produce oscillations (audio is
     periodic). α (frequency) and β (magnitude) are stored as logarithms.
+    On the cpp backend a C++ kernel (csrc/elementwise.cpp) computes the same steps, SIMD on all cores.
     """
+    fn = backend.kernel("snake_beta")
+    if fn is not None:
+        return fn(x, alpha, beta)
     a = np.exp(alpha)                                                               # [C]
     inv_b = F32(1.0) / (np.exp(beta) + F32(SNAKE_EPS))                              # [C]
     s = x * a

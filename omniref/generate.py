@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wav", help="also speak the answer: write the 24 kHz waveform here (talker + code2wav)")
     p.add_argument("--speaker", default="ethan", help="talker speaker name (with --wav)")
+    p.add_argument("--talker-max-new-tokens", type=int, default=4096,
+                   help="most codec frames the talker may generate (with --wav; 4096 as the reference, "
+                        "about 5.5 minutes of speech; random-weight checkpoints rarely emit the codec eos)")
     return p
 
 
@@ -141,15 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     if tokenizer is not None:
         print(tokenizer.decode(res.generated_ids, skip_special=True))
 
-    # ---- hook: speech output. omniref.pipeline.speak (talker + code predictor + code2wav) turns this
-    # ---- thinker run into a 24 kHz waveform; it lives with the talker, so it is optional here.
+    # ---- speech output: talker + code predictor + code2wav turn this thinker run into a 24 kHz waveform
     if args.wav:
-        try:
-            from omniref.pipeline import SAMPLE_RATE, speak
-        except ImportError as e:
-            print(f"omniref generate: --wav needs omniref.pipeline ({e})", file=sys.stderr)
-            return 2
-        speech = speak(weights, cfg, prompt, res, speaker=args.speaker)
+        from omniref.pipeline import SAMPLE_RATE, speak
+        speech = speak(weights, cfg, prompt, res, speaker=args.speaker,
+                       max_new_tokens=args.talker_max_new_tokens)
         from omniref.audio.wav import write_wav
         write_wav(args.wav, speech.wav, SAMPLE_RATE)
         print(f"wrote {args.wav}: {speech.wav.shape[0] / SAMPLE_RATE:.2f} s at {SAMPLE_RATE} Hz", file=sys.stderr)

@@ -161,9 +161,9 @@ class Weights(Mapping):
         self.files, self.key_to_file, self.where = files, key_to_file, where
         self._cache: dict[str, np.ndarray] = {}
         # keep_bf16: on the cpp backend a 2-D BF16 tensor comes back as `_native.BF16Weight` (the file's own
-        # bits, zero-copy) so matmuls stream half the bytes; exact, since widening bf16 is. Default from
-        # OMNIREF_BF16_WEIGHTS=1; the NumPy backend always gets float32.
-        self.keep_bf16 = os.environ.get("OMNIREF_BF16_WEIGHTS", "").strip() not in ("", "0", "false", "no")
+        # bits, zero-copy) so matmuls stream half the bytes; exact, since widening bf16 is. On by default;
+        # OMNIREF_BF16_WEIGHTS=0 widens everything to float32 instead. The NumPy backend always gets float32.
+        self.keep_bf16 = os.environ.get("OMNIREF_BF16_WEIGHTS", "1").strip().lower() not in ("0", "false", "no")
         self._bf16_cache: dict[str, object] = {}
 
     def file_of(self, key: str) -> SafetensorsFile:

@@ -26,7 +26,8 @@ OMNI_ISA_END
 namespace omni {
 template <class Args>
 static Args to_args(const AttentionCall& c) {
-  return Args{c.q, c.k, c.v, c.out, c.Hq, c.Hkv, c.Lq, c.Lk, c.D, c.causal, c.window, c.seg, c.mask, c.scale};
+  return Args{c.q, c.k, c.v, c.out, c.Hq, c.Hkv, c.Lq, c.Lk, c.D,
+              c.causal, c.window, c.seg, c.mask, c.scale, c.ks, c.vs};
 }
 
 void attention(const AttentionCall& c) {
@@ -46,8 +47,8 @@ void attention_naive(const AttentionCall& c) {
   for (int64_t h = 0; h < c.Hq; ++h)
     for (int64_t i = 0; i < c.Lq; ++i) {
       const float* q = c.q + (h * c.Lq + i) * D;
-      const float* kb = c.k + (h / G) * c.Lk * D;
-      const float* vb = c.v + (h / G) * c.Lk * D;
+      const float* kb = c.k + (h / G) * c.ks;
+      const float* vb = c.v + (h / G) * c.vs;
       const int64_t p = off + i;
       float mx = -INFINITY;
       for (int64_t j = 0; j < c.Lk; ++j) {
@@ -72,12 +73,29 @@ void attention_naive(const AttentionCall& c) {
 }
 
 namespace {
+// k / v: float32 [Hkv, Lk, D] whose rows are contiguous ([Lk, D] C-order inside each head) and whose heads lie
+// any whole number of floats >= Lk*D apart, e.g. cache[:, :Lk] of a [Hkv, capacity, D] buffer. Returns that
+// head stride in floats.
+int64_t kv_head_stride(const py::array& a, const char* name) {
+  if (!a.dtype().is(py::dtype::of<float>()))
+    throw py::type_error(std::string(name) + ": expected dtype float32, got " + std::string(py::str(a.dtype())));
+  if (a.ndim() != 3)
+    throw py::value_error(std::string(name) + ": expected 3 dimensions, got " + std::to_string(a.ndim()));
+  if (a.flags() & py::array::c_style) return a.shape(1) * a.shape(2);
+  const int64_t f = sizeof(float), L = a.shape(1), D = a.shape(2);
+  const bool rows_ok = (D <= 1 || a.strides(2) == f) && (L <= 1 || a.strides(1) == D * f);
+  if (!rows_ok || a.strides(0) % f || (a.shape(0) > 1 && a.strides(0) < L * D * f))
+    throw py::value_error(std::string(name) + ": each head must be a C-contiguous [L, D] block and heads must "
+                          "not overlap (got strides " + std::to_string(a.strides(0)) + ", " +
+                          std::to_string(a.strides(1)) + ", " + std::to_string(a.strides(2)) + ")");
+  return a.shape(0) > 1 ? a.strides(0) / f : L * D;
+}
+
 py::array_t<float> attention_py(const py::array& q, const py::array& k, const py::array& v, bool causal,
                                 int64_t window, const py::object& segments, const py::object& mask, double scale,
                                 bool naive) {
   check_array<float>(q, "q", 3);
-  check_array<float>(k, "k", 3);
-  check_array<float>(v, "v", 3);
+  const int64_t ks = kv_head_stride(k, "k"), vs = kv_head_stride(v, "v");
   const int64_t Hq = q.shape(0), Lq = q.shape(1), D = q.shape(2), Hkv = k.shape(0), Lk = k.shape(1);
   if (k.shape(2) != D || v.shape(0) != Hkv || v.shape(1) != Lk || v.shape(2) != D)
     throw py::value_error("attention: q " + shape_str(q) + ", k " + shape_str(k) + ", v " + shape_str(v) +
@@ -89,7 +107,7 @@ py::array_t<float> attention_py(const py::array& q, const py::array& k, const py
   if (!std::isfinite(scale)) throw py::value_error("attention: scale must be finite");
   AttentionCall c{static_cast<const float*>(q.data()), static_cast<const float*>(k.data()),
                   static_cast<const float*>(v.data()), nullptr, Hq, Hkv, Lq, Lk, D, causal, window, nullptr,
-                  nullptr, float(scale)};
+                  nullptr, float(scale), ks, vs};
   py::array seg_arr, mask_arr;
   if (!segments.is_none()) {
     seg_arr = py::reinterpret_borrow<py::array>(segments);

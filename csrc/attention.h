@@ -1,5 +1,7 @@
 // attention.h -- scaled dot-product attention with GQA and the masks the model needs.
 //   q [Hq, Lq, D], k/v [Hkv, Lk, D] row-major float32, Hq % Hkv == 0 (query head h uses kv head h / (Hq/Hkv)).
+//   k/v heads may lie ks / vs floats apart (>= Lk*D): a KV cache's [Hkv, capacity, D] buffer sliced to
+//   [:, :Lk] is read in place, without a copy.
 //   causal: query i is at absolute position p = Lk - Lq + i and sees keys j <= p.
 //   window > 0: additionally only keys j > p - window (sliding window, Code2Wav).
 //   seg [L] (needs Lq == Lk): query i sees key j only if seg[i] == seg[j] (block-diagonal, cu_seqlens).
@@ -18,6 +20,7 @@ struct AttentionCall {
   const int64_t* seg;
   const uint8_t* mask;
   float scale;
+  int64_t ks, vs;  // floats from one kv head to the next in k / v (Lk * D when contiguous)
 };
 void attention(const AttentionCall& c);        // flash-style, fastest instruction set
 void attention_naive(const AttentionCall& c);  // full score row per query, the reference

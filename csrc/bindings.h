@@ -30,5 +30,7 @@ void register_gemm(py::module_& m);
 void register_attention(py::module_& m);
 void register_elementwise(py::module_& m);
 void register_moe(py::module_& m);
+void register_norm_rope(py::module_& m);
+void register_conv(py::module_& m);
 void register_cuda(py::module_& m);
 }  // namespace omni

@@ -24,6 +24,8 @@ PYBIND11_MODULE(_C, m) {
   omni::register_attention(m);
   omni::register_elementwise(m);
   omni::register_moe(m);
+  omni::register_norm_rope(m);
+  omni::register_conv(m);
 #ifdef OMNIREF_CUDA
   omni::register_cuda(m);
   m.attr("has_cuda") = true;

@@ -139,6 +139,8 @@ def as_float32(w) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 def _float32(name: str, a) -> np.ndarray:
     """Real floating arrays become C-contiguous float32; anything else is a TypeError."""
+    if type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous:
+        return a                                     # the common case, on the decode hot path: nothing to do
     a = np.asarray(a)
     if not (np.issubdtype(a.dtype, np.floating) and a.dtype.itemsize <= 8):
         raise TypeError(f"{name}: expected a float32 array, got dtype {a.dtype}")
@@ -191,8 +193,18 @@ def linear(x, weight, bias=None, *, naive: bool = False) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 # attention
 # ---------------------------------------------------------------------------------------------------------
+def _kv_rows(name: str, a) -> np.ndarray:
+    """Like _float32, but a float32 [Hkv, Lk, D] view whose heads are C-contiguous [Lk, D] blocks at any stride
+    (a KV cache's [Hkv, capacity, D] buffer sliced to [:, :Lk]) is kept as it is: the kernel reads it in place."""
+    if type(a) is np.ndarray and a.dtype == np.float32 and a.ndim == 3 and not a.flags.c_contiguous:
+        _, L, D = a.shape
+        if (D <= 1 or a.strides[2] == 4) and (L <= 1 or a.strides[1] == 4 * D) and a.strides[0] >= 4 * L * D:
+            return a
+    return _float32(name, a)
+
+
 def _check_attention(q, k, v, causal, sliding_window, segments, mask, scale):
-    q, k, v = _float32("attention: q", q), _float32("attention: k", k), _float32("attention: v", v)
+    q, k, v = _float32("attention: q", q), _kv_rows("attention: k", k), _kv_rows("attention: v", v)
     if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
         raise ValueError(f"attention: q, k, v must be 3-D [heads, L, D], got {q.shape}, {k.shape}, {v.shape}")
     Hq, Lq, D = q.shape
@@ -318,8 +330,9 @@ def _check_moe(x, chosen, mix, experts):
         raise ValueError(f"moe: mix weights {mix.shape} must have the shape of chosen {idx.shape}")
     if idx.shape[1] > 1:
         ranked = np.sort(idx, axis=1)
-        dup = np.nonzero(np.any(ranked[:, 1:] == ranked[:, :-1], axis=1))[0]
-        if dup.size:
+        repeats = ranked[:, 1:] == ranked[:, :-1]                    # [L, k-1]
+        if repeats.any():
+            dup = np.nonzero(repeats.any(axis=1))[0]
             raise ValueError(f"moe: token {dup[0]} chose expert {idx[dup[0]].tolist()} more than once")
     ids = np.unique(idx)  # [U] ascending: the only experts that will be read
     triples = []
@@ -438,6 +451,67 @@ def snake_beta(x, alpha, beta, *, naive: bool = False) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# RMSNorm and rotary embedding (csrc/norm_rope.cpp): the per-token ops around every attention
+# ---------------------------------------------------------------------------------------------------------
+def rms_norm_reference(x, weight, eps) -> np.ndarray:
+    """NumPy definition: w · x / sqrt(mean(x²) + eps) over the last axis (omniref/nn.py).  [..., H] -> [..., H]"""
+    x = np.asarray(x, dtype=np.float32)
+    var = np.mean(np.square(x), axis=-1, keepdims=True, dtype=np.float32)
+    return np.asarray(weight, dtype=np.float32) * (x / np.sqrt(var + np.float32(eps)))
+
+
+def rms_norm(x, weight, eps, *, naive: bool = False) -> np.ndarray:
+    """RMSNorm on the C++ kernels.  x [..., H] float32, weight [H], eps >= 0 -> [..., H] float32.
+
+    The sum of squares is accumulated in double and rounded once; the float32 steps follow the reference.
+    """
+    C = _require()
+    if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):  # else: checked copy
+        if np.ndim(x) < 1:
+            raise ValueError(f"rms_norm: x must be [..., H], got shape {np.shape(x)}")
+        x = _float32("rms_norm: x", x)
+    if x.ndim < 1:
+        raise ValueError(f"rms_norm: x must be [..., H], got shape {x.shape}")
+    w = _float32("rms_norm: weight", weight)
+    H = x.shape[-1]
+    if w.shape != (H,):
+        raise ValueError(f"rms_norm: weight must have shape ({H},) to match x {x.shape}, got {w.shape}")
+    eps = float(eps)
+    if not 0.0 <= eps < float("inf"):                # also False for NaN
+        raise ValueError(f"rms_norm: eps must be finite and >= 0, got {eps}")
+    M = x.size // H if H else int(np.prod(x.shape[:-1]))
+    return C.rms_norm(x.reshape(M, H), w, eps, naive).reshape(x.shape)
+
+
+def rotary_reference(x, cos, sin) -> np.ndarray:
+    """NumPy definition: x·cos + rotate_half(x)·sin, rotate_half(x) = [-x[h:], x[:h]] (h = D // 2).
+    x [..., L, D], cos/sin [L, D] -> [..., L, D]"""
+    x = np.asarray(x, dtype=np.float32)
+    h = x.shape[-1] // 2
+    return x * cos + np.concatenate([-x[..., h:], x[..., :h]], axis=-1) * sin
+
+
+def rotary(x, cos, sin, *, naive: bool = False) -> np.ndarray:
+    """Rotary position embedding on the C++ kernels.  x [..., L, D] float32, cos/sin [L, D] -> [..., L, D].
+
+    x may be a strided view (say q [L, nh, D].transpose(1, 0, 2)) if its last axis is contiguous: the kernel
+    reads it in place and writes a fresh C-contiguous result, so the transpose costs no extra pass.
+    """
+    C = _require()
+    if np.ndim(x) < 2:
+        raise ValueError(f"rotary: x must be [..., L, D], got shape {np.shape(x)}")
+    if not (type(x) is np.ndarray and x.dtype == np.float32 and (x.shape[-1] <= 1 or x.strides[-1] == 4)):
+        x = _float32("rotary: x", x)
+    cos, sin = _float32("rotary: cos", cos), _float32("rotary: sin", sin)
+    L, D = x.shape[-2:]
+    if cos.shape != (L, D) or sin.shape != (L, D):
+        raise ValueError(f"rotary: x {x.shape} needs cos and sin of shape ({L}, {D}), got {cos.shape} and "
+                         f"{sin.shape}")
+    x3 = x if x.ndim == 3 else x.reshape(int(np.prod(x.shape[:-2])), L, D)   # 3-D: a view; others may copy
+    return C.rotary(x3, cos, sin, naive).reshape(x.shape)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # machine / instruction-set controls (for tests and the bench)
 # ---------------------------------------------------------------------------------------------------------
 def isa() -> str:
@@ -496,3 +570,44 @@ def cuda_attention(q, k, v, causal=False, sliding_window=None, segments=None, ma
     if q.shape[2] > 256:
         raise ValueError(f"cuda_attention: head dim {q.shape[2]} > 256 is not supported")
     return _C.cuda_attention(q, k, v, causal, window, seg, m, sc)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# causal dilated 1-D convolution (Code2Wav's decoder; csrc/conv.cpp)
+# ---------------------------------------------------------------------------------------------------------
+def conv1d(x, weight, bias=None, dilation: int = 1, residual=None, *, naive: bool = False) -> np.ndarray:
+    """Causal conv on the C++ kernels.  x [N, Cin], weight [Cout, Cin, K], bias [Cout] | None,
+    residual [N, Cout] | None -> [N, Cout]
+
+    y[t] = bias + Σ_j W[:, :, j] · x[t - d·(K-1-j)] (+ residual[t]), x = 0 before t = 0: the same sum as
+    omniref/codec/code2wav.py: causal_conv (its NumPy definition), as one GEMM with an implicit im2col.
+    """
+    C = _require()
+    if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):
+        x = _float32("conv1d: x", x)
+    weight = _float32("conv1d: weight", weight)
+    if x.ndim != 2 or weight.ndim != 3:
+        raise ValueError(f"conv1d: need x [N, Cin] and weight [Cout, Cin, K], got {x.shape} and {weight.shape}")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"conv1d: input has {x.shape[1]} channels, weight {weight.shape} expects {weight.shape[1]}")
+    if weight.shape[2] < 1:
+        raise ValueError(f"conv1d: weight {weight.shape} has no taps")
+    if int(dilation) != dilation or dilation < 1:
+        raise ValueError(f"conv1d: dilation must be a positive integer, got {dilation}")
+    b = None if bias is None else _float32("conv1d: bias", bias)
+    if b is not None and b.shape != (weight.shape[0],):
+        raise ValueError(f"conv1d: bias must have shape ({weight.shape[0]},), got {b.shape}")
+    r = None if residual is None else _float32("conv1d: residual", residual)
+    if r is not None and r.shape != (x.shape[0], weight.shape[0]):
+        raise ValueError(f"conv1d: residual must have the output's shape {(x.shape[0], weight.shape[0])}, "
+                         f"got {r.shape}")
+    return C.conv1d(x, weight, b, int(dilation), r, naive)
+
+
+def causal_conv_reference(x, weight, bias=None, dilation: int = 1, residual=None) -> np.ndarray:
+    """NumPy definition: omniref/codec/code2wav.py causal_conv (tap by tap), plus the residual if given."""
+    from omniref import backend
+    from omniref.codec.code2wav import causal_conv
+    with backend.use("numpy"):
+        y = causal_conv(np.asarray(x), np.asarray(weight), bias, dilation)
+    return y if residual is None else y + residual

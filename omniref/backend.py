@@ -16,6 +16,8 @@ omniref/nn.py asks `kernel(name)` for each op: a callable when the cpp backend i
 Ops: "linear" (x, weight, bias), "attention" (q, k, v, causal, sliding_window, segments, mask, scale) and
 "moe" (x, chosen, mix, experts: the fused routed-experts feed-forward of omniref.decoder.moe);
 "gelu" (x) and "snake_beta" (x, alpha, beta: Code2Wav's activation, omniref/codec/code2wav.py);
+"causal_conv" (x, weight, bias, dilation, residual=None: Code2Wav's causal conv, csrc/conv.cpp);
+"rms_norm" (x, weight, eps) and "rotary" (x, cos, sin: nn.apply_rotary), csrc/norm_rope.cpp;
 their validated wrappers and semantics are in omniref/_native.py.
 """
 from __future__ import annotations
@@ -214,7 +216,44 @@ def _snake_beta(x, alpha, beta):
     return out
 
 
-_KERNELS = {"linear": _linear, "attention": _attention, "moe": _moe, "gelu": _gelu, "snake_beta": _snake_beta}
+def _causal_conv(x, weight, bias, dilation=1, residual=None):
+    """Code2Wav's causal conv (+ optional fused residual add); the NumPy definition is code2wav.causal_conv."""
+    if not (_is_f32(x) and _is_f32(weight) and _is_f32(bias) and _is_f32(residual)):
+        from omniref.codec.code2wav import causal_conv
+        with use("numpy"):
+            y = causal_conv(x, weight, bias, dilation)
+        return y if residual is None else y + residual
+    out = _native.conv1d(x, weight, bias, dilation, residual)
+    if validating():
+        _check("causal_conv", out, (x, weight, bias, dilation, residual))
+    return out
+
+
+def _rms_norm(x, weight, eps):
+    if not (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim >= 1 and type(weight) is np.ndarray
+            and weight.dtype == np.float32 and weight.shape == x.shape[-1:]):
+        return _numpy_op("rms_norm")(x, weight, eps)             # other dtypes / broadcasts: the definition
+    out = _native.rms_norm(x, weight, eps)
+    if validating():
+        _check("rms_norm", out, (x, weight, eps))
+    return out
+
+
+def _rotary(x, cos, sin):
+    """x [..., L, D] (strided views welcome), cos/sin [L, D]: nn.apply_rotary."""
+    if not (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim >= 2 and _is_f32(cos) and _is_f32(sin)
+            and np.shape(cos) == x.shape[-2:] and np.shape(sin) == x.shape[-2:]):
+        from omniref import nn                                   # other dtypes / broadcasts: the definition
+        with use("numpy"):
+            return nn.apply_rotary(x, cos, sin)
+    out = _native.rotary(x, cos, sin)
+    if validating():
+        _check("rotary", out, (x, cos, sin))
+    return out
+
+
+_KERNELS = {"linear": _linear, "attention": _attention, "moe": _moe, "gelu": _gelu, "snake_beta": _snake_beta,
+            "causal_conv": _causal_conv, "rms_norm": _rms_norm, "rotary": _rotary}
 
 
 def kernels() -> tuple[str, ...]:

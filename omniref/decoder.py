@@ -213,8 +213,8 @@ class Decoder:
         v = v.transpose(1, 0, 2)                                             # [nkv, L, hd]
         if cache is not None:
             k, v = cache.append(i, k, v)                                     # [nkv, P+L, hd]
-        o = nn.attention(np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v),
-                         causal=True, sliding_window=self.sliding_window)   # [nh, L, hd]
+        # k, v may be views into the cache's [nkv, capacity, hd] buffers: the C++ kernel reads them in place
+        o = nn.attention(np.ascontiguousarray(q), k, v, causal=True, sliding_window=self.sliding_window)
         o = o.transpose(1, 0, 2).reshape(L, self.num_heads * self.head_dim)
         return nn.linear(o, w[p + "o_proj.weight"])                         # [L, H]
 

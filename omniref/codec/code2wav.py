@@ -46,6 +46,7 @@ F32 = np.float32
 LAYER_NORM_EPS = 1e-6          # ConvNeXt's LayerNorm (fixed in the reference, not in the config)
 SNAKE_EPS = 1e-9               # keeps 1 / e^β finite (the reference's `no_div_by_zero`)
 RESIDUAL_DILATIONS = (1, 3, 9)  # the three residual units of every decoder block (HiFi-GAN / DAC style)
+CPP_CONV_MIN_COUT = 32         # narrower convs (the final one: 1 channel) are faster on the tap loop
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -92,10 +93,15 @@ def causal_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, dila
     y[t] = b + Σ_j W[:, :, j] · x[t - s_j],  s_j = d·(K-1-j) samples back, x = 0 before the start (the
     reference pads d·(K-1) zeros on the left). Instead of padding, tap j adds its product only to the rows
     t >= s_j that have a real input: one matrix product per tap into a reused buffer, at BLAS speed.
+    On the cpp backend the same sum runs as ONE matrix product over K·Cin (csrc/conv.cpp packs the shifted
+    input rows straight into the GEMM's panels: an implicit im2col), a single pass over the output.
     """
     Cout, Cin, K = weight.shape
     if x.shape[1] != Cin:
         raise ValueError(f"causal_conv: input has {x.shape[1]} channels, weight expects {Cin}")
+    fn = backend.kernel("causal_conv")
+    if fn is not None and Cout >= CPP_CONV_MIN_COUT:       # cpp backend: one GEMM, implicit im2col (csrc/conv.cpp)
+        return fn(x, weight, bias, dilation)
     N = x.shape[0]
     taps = np.ascontiguousarray(weight.transpose(2, 1, 0))                         # [K, Cin, Cout]
     y = np.matmul(x, taps[K - 1])                                                  # tap K-1 sees x[t]: [N, Cout]
@@ -193,6 +199,9 @@ def residual_unit(x: np.ndarray, w: Mapping, p: str, dilation: int) -> np.ndarra
     h = snake_beta(x, w[p + "act1.alpha"], w[p + "act1.beta"])
     h = causal_conv(h, w[p + "conv1.conv.weight"], w[p + "conv1.conv.bias"], dilation)
     h = snake_beta(h, w[p + "act2.alpha"], w[p + "act2.beta"])
+    fn = backend.kernel("causal_conv")
+    if fn is not None:                                        # cpp backend: the skip add fused into the k=1 conv
+        return fn(h, w[p + "conv2.conv.weight"], w[p + "conv2.conv.bias"], 1, x)
     h = causal_conv(h, w[p + "conv2.conv.weight"], w[p + "conv2.conv.bias"])
     h += x
     return h

@@ -11,17 +11,8 @@
 #include <omp.h>
 #endif
 
-namespace isa_generic {
-#include "attention_kernels.inc"
-}
-#ifdef OMNI_HAVE_X86_ISAS
-OMNI_ISA_BEGIN(avx512)
-#include "attention_kernels.inc"
-OMNI_ISA_END
-OMNI_ISA_BEGIN(avx2)
-#include "attention_kernels.inc"
-OMNI_ISA_END
-#endif
+#define OMNI_KERNELS "attention_kernels.inc"
+#include "isa_instantiate.h"
 
 namespace omni {
 template <class Args>

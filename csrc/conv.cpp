@@ -14,20 +14,9 @@
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"  // the linear entry points of gemm_kernels.inc are unused
-namespace isa_generic {
-#include "gemm_kernels.inc"
-#include "conv_kernels.inc"
-}
-#ifdef OMNI_HAVE_X86_ISAS
-OMNI_ISA_BEGIN(avx512)
-#include "gemm_kernels.inc"
-#include "conv_kernels.inc"
-OMNI_ISA_END
-OMNI_ISA_BEGIN(avx2)
-#include "gemm_kernels.inc"
-#include "conv_kernels.inc"
-OMNI_ISA_END
-#endif
+#define OMNI_KERNELS "gemm_kernels.inc"
+#define OMNI_KERNELS_2 "conv_kernels.inc"
+#include "isa_instantiate.h"
 #pragma GCC diagnostic pop
 
 namespace omni {

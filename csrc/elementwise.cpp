@@ -19,17 +19,8 @@
 #include <omp.h>
 #endif
 
-namespace isa_generic {
-#include "elementwise_kernels.inc"
-}
-#ifdef OMNI_HAVE_X86_ISAS
-OMNI_ISA_BEGIN(avx512)
-#include "elementwise_kernels.inc"
-OMNI_ISA_END
-OMNI_ISA_BEGIN(avx2)
-#include "elementwise_kernels.inc"
-OMNI_ISA_END
-#endif
+#define OMNI_KERNELS "elementwise_kernels.inc"
+#include "isa_instantiate.h"
 
 namespace omni {
 namespace {

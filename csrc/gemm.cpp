@@ -9,17 +9,8 @@
 #include <omp.h>
 #endif
 
-namespace isa_generic {
-#include "gemm_kernels.inc"
-}
-#ifdef OMNI_HAVE_X86_ISAS
-OMNI_ISA_BEGIN(avx512)
-#include "gemm_kernels.inc"
-OMNI_ISA_END
-OMNI_ISA_BEGIN(avx2)
-#include "gemm_kernels.inc"
-OMNI_ISA_END
-#endif
+#define OMNI_KERNELS "gemm_kernels.inc"
+#include "isa_instantiate.h"
 
 namespace omni {
 namespace {

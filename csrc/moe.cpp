@@ -23,20 +23,9 @@ struct MoeGroups {
 };
 }  // namespace omni
 
-namespace isa_generic {
-#include "gemm_kernels.inc"
-#include "moe_kernels.inc"
-}
-#ifdef OMNI_HAVE_X86_ISAS
-OMNI_ISA_BEGIN(avx512)
-#include "gemm_kernels.inc"
-#include "moe_kernels.inc"
-OMNI_ISA_END
-OMNI_ISA_BEGIN(avx2)
-#include "gemm_kernels.inc"
-#include "moe_kernels.inc"
-OMNI_ISA_END
-#endif
+#define OMNI_KERNELS "gemm_kernels.inc"
+#define OMNI_KERNELS_2 "moe_kernels.inc"
+#include "isa_instantiate.h"
 
 namespace omni {
 namespace {

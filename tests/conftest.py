@@ -42,6 +42,22 @@ def golden_cases() -> list[Path]:
     return cases
 
 
+def _native_isas() -> list[str]:
+    from omniref import _native
+    return _native.supported_isas() if _native.available() else []
+
+
+@pytest.fixture(params=_native_isas())
+def isa(request):
+    """Run a kernel test once per instruction set the CPU supports (generic, avx2, avx512), restoring the
+    run-time choice afterwards."""
+    from omniref import _native
+    before = _native.isa()
+    _native.set_isa(request.param)
+    yield request.param
+    _native.set_isa(before)
+
+
 def model_cases() -> list[Path]:
     """Golden cases with a checkpoint (config.json)."""
     return [c for c in all_golden_cases() if (c / "config.json").is_file()]

@@ -13,17 +13,8 @@ from omniref.codec import code2wav as c2w
 
 pytestmark = pytest.mark.skipif(not _native.available(), reason="C++ extension not built")
 
-ISAS = _native.supported_isas() if _native.available() else []
 EPS = float(np.finfo(np.float32).eps)
 F32 = np.float32
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = _native.isa()
-    _native.set_isa(request.param)
-    yield request.param
-    _native.set_isa(before)
 
 
 def draw(n, cin, cout, k, seed):

@@ -15,17 +15,8 @@ from omniref.codec.code2wav import snake_beta
 
 pytestmark = pytest.mark.skipif(not _native.available(), reason="C++ extension not built")
 
-ISAS = _native.supported_isas() if _native.available() else []
 EPS = float(np.finfo(np.float32).eps)  # 2^-23: one ulp of numbers in [1, 2)
 F32 = np.float32
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = _native.isa()
-    _native.set_isa(request.param)
-    yield request.param
-    _native.set_isa(before)
 
 
 def gelu_spec(x):

@@ -13,16 +13,7 @@ from omniref import _native, backend, decoder
 
 pytestmark = pytest.mark.skipif(not _native.available(), reason="C++ extension not built")
 
-ISAS = _native.supported_isas() if _native.available() else []
 RTOL = 1e-5  # two chained fp32 matmuls (K <= ~300 here) and a SiLU, relative to max |ref|
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = _native.isa()
-    _native.set_isa(request.param)
-    yield request.param
-    _native.set_isa(before)
 
 
 def make(L, H, I, E, k, seed, bf16=False):

@@ -134,7 +134,6 @@ def moe(x: np.ndarray, w, prefix: str, num_experts: int, top_k: int, norm_topk_p
        no token chose are never touched (their weights are never even read from disk).
     A shared expert, if the layer has one, runs on every token and is scaled by sigmoid(shared_expert_gate(x)).
     """
-    L = x.shape[0]
     probs = nn.softmax(nn.linear(x, w[prefix + "gate.weight"]).astype(F32), axis=-1)   # [L, E]
     if probs.shape[1] != num_experts:
         raise ValueError(f"{prefix}gate.weight routes to {probs.shape[1]} experts, config says {num_experts}")

@@ -19,7 +19,6 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 

@@ -4,7 +4,6 @@ Independent references: the reference's length formula written out, scipy's 2-D 
 the goldens for the whole tower, and invariances (window isolation, clip isolation) for lengths the goldens
 do not cover.
 """
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from omniref.config import OmniConfig, TextConfig, load_config, qwen3_omni_30b_a3b_instruct
+from omniref.config import OmniConfig, load_config, qwen3_omni_30b_a3b_instruct
 from omniref.summary import component_params, main as summary_main, thinker_flops_per_token
 from conftest import model_cases
 

@@ -1,7 +1,6 @@
 """The verification harness itself: tolerances, PASS/FAIL/MISSING, exit codes, trace/compare."""
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest

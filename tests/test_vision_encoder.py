@@ -67,7 +67,7 @@ def _ln(x, w, b, eps=1e-6):
 
 def _reference(vc, w, pixel_values, grid_thw):
     W = {k: np.asarray(w[k], np.float64) for k in w}
-    hv, nh, m, p = vc.hidden_size, vc.num_heads, vc.spatial_merge_size, vc.patch_size
+    hv, nh, m = vc.hidden_size, vc.num_heads, vc.spatial_merge_size
     hd = hv // nh
     s = int(round(np.sqrt(vc.num_position_embeddings)))
     table = W["pos_embed.weight"].reshape(s, s, hv)

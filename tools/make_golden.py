@@ -328,7 +328,6 @@ def make_full(name: str, spec: dict, out_dir: str, seed: int, tries: int) -> dic
         for k in spec.get("omit_keys", []):
             arrays.pop(k, None)
         meta = base_meta(name, spec, s)
-        tc = config.thinker_config
         meta.update(
             decision_margins=margins, rejected_seeds=rejected, code2wav_calibrated_convs=n_cal,
             token_ids={k: int(v) for k, v in sorted(ids.items())},

@@ -254,18 +254,10 @@ def attention_reference(q, k, v, causal=False, sliding_window=None, segments=Non
     G = Hq // Hkv  # GQA: each kv head serves G query heads
     k, v = np.repeat(k, G, axis=0), np.repeat(v, G, axis=0)  # [Hq, Lk, D]
     s = (q @ k.transpose(0, 2, 1)) * np.float32(sc)  # [Hq, Lq, Lk]
-    pos = (Lk - Lq + np.arange(Lq))[:, None]  # absolute position of each query (KV cache aware)
-    key = np.arange(Lk)[None, :]
-    ok = np.ones((Lq, Lk), dtype=bool)
-    if causal:
-        ok &= key <= pos
-    if window:
-        ok &= key > pos - window
-    if seg is not None:
-        ok &= seg[:, None] == seg[None, :]
-    if m is not None:
-        ok &= m
-    s = np.where(ok, s, -np.inf)
+    from omniref.nn import attention_mask  # the one statement of the mask rules (lazy: nn imports backend)
+    ok = attention_mask(Lq, Lk, causal=causal, sliding_window=window or None, segments=seg, mask=m)
+    if ok is not None:
+        s = np.where(ok, s, -np.inf)
     mx = s.max(axis=-1, keepdims=True)
     mx = np.where(np.isfinite(mx), mx, 0.0)
     e = np.exp(s - mx)

@@ -159,8 +159,8 @@ ATTN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", ATTN_CASES, ids=lambda c: "x".join(map(str, c)))
-def test_attention(isa, case):
+def attention_inputs(case):
+    """Seeded q, k, v, segments and mask of one ATTN_CASES entry (every row keeps at least one key)."""
     Hq, Hkv, Lq, Lk, D, causal, window, use_seg, use_mask = case
     rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
     q = rng.standard_normal((Hq, Lq, D), dtype=np.float32)
@@ -172,6 +172,13 @@ def test_attention(isa, case):
         mask[:, Lk - 1] = True  # keep every row non-empty so the NumPy definition has no 0/0
         if causal or window:
             mask[:, :] |= np.eye(Lq, Lk, Lk - Lq, dtype=bool)
+    return q, k, v, causal, window, seg, mask
+
+
+@pytest.mark.parametrize("case", ATTN_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_attention(isa, case):
+    Hq, Lq, D = case[0], case[2], case[4]
+    q, k, v, causal, window, seg, mask = attention_inputs(case)
     ref = attention_ref64(q, k, v, causal, window, seg, mask)
     out = _native.attention(q, k, v, causal, window, seg, mask)
     assert out.shape == (Hq, Lq, D) and out.dtype == np.float32
@@ -276,16 +283,6 @@ def test_cuda_linear(M, N, K):
 @needs_gpu
 @pytest.mark.parametrize("case", ATTN_CASES, ids=lambda c: "x".join(map(str, c)))
 def test_cuda_attention(case):
-    Hq, Hkv, Lq, Lk, D, causal, window, use_seg, use_mask = case
-    rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
-    q = rng.standard_normal((Hq, Lq, D), dtype=np.float32)
-    k = rng.standard_normal((Hkv, Lk, D), dtype=np.float32)
-    v = rng.standard_normal((Hkv, Lk, D), dtype=np.float32)
-    seg = np.sort(rng.integers(0, 4, Lq)) if use_seg else None
-    mask = rng.random((Lq, Lk)) < 0.7 if use_mask else None
-    if mask is not None:
-        mask[:, Lk - 1] = True
-        if causal or window:
-            mask[:, :] |= np.eye(Lq, Lk, Lk - Lq, dtype=bool)
+    q, k, v, causal, window, seg, mask = attention_inputs(case)
     out, _ms = _native.cuda_attention(q, k, v, causal, window, seg, mask)
     assert rel_err(out, attention_ref64(q, k, v, causal, window, seg, mask)) < RTOL

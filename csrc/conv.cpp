@@ -1,8 +1,11 @@
-// conv.cpp -- causal dilated 1-D convolution for Code2Wav's decoder (conv_kernels.inc, one GEMM with an
-// implicit im2col on the packed micro-kernel of gemm_kernels.inc), plus its Python entry point.
+// conv.cpp -- the convolutions of Code2Wav's decoder (conv_kernels.inc: each one GEMM with an implicit im2col
+// on the packed micro-kernel of gemm_kernels.inc), plus their Python entry points.
 //   conv1d(x [M, Cin] f32, weight [N, Cin, T] f32, bias [N] | None, dilation, residual [M, N] | None, naive)
 //     -> y [M, N] f32 = causal conv (left zero padding d·(T-1)) + bias (+ residual)
-// The NumPy definition is omniref/codec/code2wav.py: causal_conv; `naive=True` runs the plain loop below.
+//   trans_conv1d(x [n, Cin] f32, weight [Cin, Cout, K] f32, bias [Cout] | None, stride r, naive)
+//     -> y [(n+1)·r - K, Cout] f32 = ConvTranspose1d(stride r) trimmed K - r samples at both ends
+// The NumPy definitions are omniref/codec/code2wav.py: causal_conv and causal_trans_conv; `naive=True` runs
+// the plain loops below.
 #include "bindings.h"
 #include "cpu.h"
 #include "simd.h"
@@ -34,6 +37,37 @@ void conv1d_naive(const float* x, const float* W, const float* bias, const float
       }
       y[t * N + o] = s + (bias ? bias[o] : 0.f) + (residual ? residual[t * N + o] : 0.f);
     }
+}
+
+// Reference: scatter every input sample into the full output (ConvTranspose1d), then keep the trimmed part.
+void trans_conv1d_naive(const float* x, const float* W, const float* bias, float* y, int64_t n, int64_t Cin,
+                        int64_t Cout, int64_t K, int64_t r) {
+  const int64_t L = (n + 1) * r - K, trim = K - r;
+  for (int64_t s = 0; s < L * Cout; ++s) y[s] = 0.f;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t s = t * r + k - trim;                    // output sample this tap of input t reaches
+      if (s < 0 || s >= L) continue;
+      for (int64_t o = 0; o < Cout; ++o) {
+        float acc = 0.f;
+        for (int64_t c = 0; c < Cin; ++c) acc += W[(c * Cout + o) * K + k] * x[t * Cin + c];
+        y[s * Cout + o] += acc;
+      }
+    }
+  if (bias)
+    for (int64_t s = 0; s < L; ++s)
+      for (int64_t o = 0; o < Cout; ++o) y[s * Cout + o] += bias[o];
+}
+
+void trans_conv1d_fast(const float* x, const float* W, const float* b, float* y, int64_t n, int64_t Cin,
+                       int64_t Cout, int64_t K, int64_t r) {
+  switch (isa()) {
+#ifdef OMNI_HAVE_X86_ISAS
+    case Isa::avx512: return isa_avx512::trans_conv1d(x, W, b, y, n, Cin, Cout, K, r);
+    case Isa::avx2: return isa_avx2::trans_conv1d(x, W, b, y, n, Cin, Cout, K, r);
+#endif
+    default: return isa_generic::trans_conv1d(x, W, b, y, n, Cin, Cout, K, r);
+  }
 }
 
 void conv1d_fast(const float* x, const float* W, const float* b, const float* r, float* y, int64_t M, int64_t N,
@@ -82,9 +116,43 @@ py::array_t<float> conv1d_py(const py::array& x, const py::array& W, const py::o
   }
   return y;
 }
+py::array trans_conv1d_py(const py::array& x, const py::array& W, const py::object& bias, int64_t stride,
+                          bool naive) {
+  check_array<float>(x, "x", 2);
+  check_array<float>(W, "weight", 3);
+  const int64_t n = x.shape(0), Cin = x.shape(1), Cout = W.shape(1), K = W.shape(2), r = stride;
+  if (W.shape(0) != Cin)
+    throw py::value_error("trans_conv1d: x " + shape_str(x) + " has " + std::to_string(Cin) +
+                          " channels, weight " + shape_str(W) + " [Cin, Cout, K] expects " +
+                          std::to_string(W.shape(0)));
+  if (r < 1 || K < r)
+    throw py::value_error("trans_conv1d: need stride >= 1 and kernel K >= stride, got stride " +
+                          std::to_string(r) + " and weight " + shape_str(W));
+  py::array bias_arr;
+  const float* b = optional_f32(bias, bias_arr, "bias", 1);
+  if (b && bias_arr.shape(0) != Cout)
+    throw py::value_error("trans_conv1d: bias " + shape_str(bias_arr) + " must have " + std::to_string(Cout) +
+                          " entries");
+  const int64_t L = std::max<int64_t>(0, (n + 1) * r - K);    // trimmed output samples
+  const int64_t u0 = (K - r) / r, rows = L > 0 ? (n - u0) * r : 0, off = (K - r) - u0 * r;
+  py::array_t<float> y({naive ? L : rows, Cout});
+  const float* xp = static_cast<const float*>(x.data());
+  const float* wp = static_cast<const float*>(W.data());
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    if (naive) trans_conv1d_naive(xp, wp, b, yp, n, Cin, Cout, K, r);
+    else if (L > 0) trans_conv1d_fast(xp, wp, b, yp, n, Cin, Cout, K, r);
+  }
+  if (naive || L == 0) return std::move(y);
+  return y[py::slice(off, off + L, 1)];                      // drop the first (K - r) mod r samples: a view
+}
 }  // namespace
 
 void register_conv(py::module_& m) {
+  m.def("trans_conv1d", &trans_conv1d_py, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
+        py::arg("stride") = 1, py::arg("naive") = false,
+        "trimmed transposed conv: y[(n+1)r-K, Cout] from x[n, Cin], weight[Cin, Cout, K], stride r");
   m.def("conv1d", &conv1d_py, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
         py::arg("dilation") = 1, py::arg("residual") = py::none(), py::arg("naive") = false,
         "causal dilated conv: y[M,N] = sum_j,c weight[N,Cin,T] x[t - d(T-1-j), c] + bias (+ residual)");

@@ -596,6 +596,41 @@ def conv1d(x, weight, bias=None, dilation: int = 1, residual=None, *, naive: boo
     return C.conv1d(x, weight, b, int(dilation), r, naive)
 
 
+def trans_conv1d(x, weight, bias=None, stride: int = 1, *, naive: bool = False) -> np.ndarray:
+    """Trimmed transposed conv (upsampling ×stride) on the C++ kernels.  x [n, Cin], weight [Cin, Cout, K]
+    (ConvTranspose1d layout, K >= stride), bias [Cout] | None -> [(n+1)·stride - K, Cout]
+
+    The same samples as omniref/codec/code2wav.py: causal_trans_conv (its NumPy definition). The kernel splits
+    the output by phase (sample mod stride): each phase is a causal conv over x with ceil(K/stride) taps, and
+    all phases run as one GEMM whose rows are already the interleaved samples (csrc/conv_kernels.inc).
+    """
+    C = _require()
+    if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):
+        x = _float32("trans_conv1d: x", x)
+    weight = _float32("trans_conv1d: weight", weight)
+    if x.ndim != 2 or weight.ndim != 3:
+        raise ValueError(f"trans_conv1d: need x [n, Cin] and weight [Cin, Cout, K], got {x.shape} and "
+                         f"{weight.shape}")
+    if x.shape[1] != weight.shape[0]:
+        raise ValueError(f"trans_conv1d: input has {x.shape[1]} channels, weight {weight.shape} [Cin, Cout, K] "
+                         f"expects {weight.shape[0]}")
+    if int(stride) != stride or stride < 1 or weight.shape[2] < stride:
+        raise ValueError(f"trans_conv1d: need an integer stride >= 1 and kernel K >= stride, got stride {stride} "
+                         f"and weight {weight.shape}")
+    b = None if bias is None else _float32("trans_conv1d: bias", bias)
+    if b is not None and b.shape != (weight.shape[1],):
+        raise ValueError(f"trans_conv1d: bias must have shape ({weight.shape[1]},), got {b.shape}")
+    return C.trans_conv1d(x, weight, b, int(stride), naive)
+
+
+def trans_conv1d_reference(x, weight, bias=None, stride: int = 1) -> np.ndarray:
+    """NumPy definition: omniref/codec/code2wav.py causal_trans_conv (one matmul, then overlap-add)."""
+    from omniref import backend
+    from omniref.codec.code2wav import causal_trans_conv
+    with backend.use("numpy"):
+        return causal_trans_conv(np.asarray(x), np.asarray(weight), bias, stride)
+
+
 def causal_conv_reference(x, weight, bias=None, dilation: int = 1, residual=None) -> np.ndarray:
     """NumPy definition: omniref/codec/code2wav.py causal_conv (tap by tap), plus the residual if given."""
     from omniref import backend

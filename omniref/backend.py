@@ -16,7 +16,8 @@ omniref/nn.py asks `kernel(name)` for each op: a callable when the cpp backend i
 Ops: "linear" (x, weight, bias), "attention" (q, k, v, causal, sliding_window, segments, mask, scale) and
 "moe" (x, chosen, mix, experts: the fused routed-experts feed-forward of omniref.decoder.moe);
 "gelu" (x) and "snake_beta" (x, alpha, beta: Code2Wav's activation, omniref/codec/code2wav.py);
-"causal_conv" (x, weight, bias, dilation, residual=None: Code2Wav's causal conv, csrc/conv.cpp);
+"causal_conv" (x, weight, bias, dilation, residual=None: Code2Wav's causal conv, csrc/conv.cpp) and
+"trans_conv" (x, weight, bias, stride: its trimmed transposed conv, same file);
 "rms_norm" (x, weight, eps) and "rotary" (x, cos, sin: nn.apply_rotary), csrc/norm_rope.cpp;
 their validated wrappers and semantics are in omniref/_native.py.
 """
@@ -229,6 +230,16 @@ def _causal_conv(x, weight, bias, dilation=1, residual=None):
     return out
 
 
+def _trans_conv(x, weight, bias, stride):
+    """Code2Wav's trimmed transposed conv; the NumPy definition is code2wav.causal_trans_conv."""
+    if not (_is_f32(x) and _is_f32(weight) and _is_f32(bias)):
+        return _native.trans_conv1d_reference(x, weight, bias, stride)
+    out = _native.trans_conv1d(x, weight, bias, stride)
+    if validating():
+        _check("trans_conv1d", out, (x, weight, bias, stride))
+    return out
+
+
 def _rms_norm(x, weight, eps):
     if not (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim >= 1 and type(weight) is np.ndarray
             and weight.dtype == np.float32 and weight.shape == x.shape[-1:]):
@@ -253,7 +264,7 @@ def _rotary(x, cos, sin):
 
 
 _KERNELS = {"linear": _linear, "attention": _attention, "moe": _moe, "gelu": _gelu, "snake_beta": _snake_beta,
-            "causal_conv": _causal_conv, "rms_norm": _rms_norm, "rotary": _rotary}
+            "causal_conv": _causal_conv, "trans_conv": _trans_conv, "rms_norm": _rms_norm, "rotary": _rotary}
 
 
 def kernels() -> tuple[str, ...]:

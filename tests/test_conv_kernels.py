@@ -1,5 +1,6 @@
-"""The C++ causal conv (csrc/conv.cpp: one GEMM with an implicit im2col) against its NumPy definition,
-omniref.codec.code2wav.causal_conv (a tap-by-tap loop), on every ISA.
+"""The C++ convolutions (csrc/conv.cpp: each one GEMM with an implicit im2col) against their NumPy definitions,
+omniref.codec.code2wav.causal_conv (a tap-by-tap loop) and causal_trans_conv (matmul + overlap-add), on every
+ISA.
 
 Reference: the NumPy definition evaluated in float64 (exact enough to be "the true value" here). Bound: a
 float32 sum of n products, in any order, is within n·ε·Σ|wᵢ xᵢ| of the true sum (Higham's γₙ), with
@@ -40,9 +41,12 @@ def truth_and_bound(x, w, b, d, r=None):
 
 # (samples, Cin, Cout, taps, dilation): dilations 1/3/9, odd sizes, k=1, fewer samples than the receptive
 # field, Cout not a multiple of the micro-tile, K·Cin spanning several 512-wide reduction slices with tap
-# boundaries inside a slice (80·7 = 560, 96·7 = 672), and Cin alone over a slice (600).
+# boundaries inside a slice (80·7 = 560, 96·7 = 672), and Cin alone over a slice (600). Inputs up to 32 micro-
+# tile rows split the work by output channel, longer ones by rows (csrc/conv_kernels.inc): 500 is long on
+# every ISA, 203 only where the micro-tile has 4 or 6 rows.
 SHAPES = [(37, 5, 7, 3, 3), (100, 13, 40, 7, 9), (1, 8, 33, 7, 1), (5, 16, 16, 7, 9), (50, 96, 96, 1, 1),
-          (203, 80, 45, 7, 3), (131, 96, 96, 7, 9), (29, 600, 17, 1, 1), (64, 3, 130, 2, 1)]
+          (203, 80, 45, 7, 3), (131, 96, 96, 7, 9), (29, 600, 17, 1, 1), (64, 3, 130, 2, 1),
+          (500, 24, 70, 7, 3)]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -144,3 +148,61 @@ def test_validation_errors():
         _native._C.conv1d(x, w.transpose(0, 2, 1), b, 1, None, False)    # not C-contiguous
     with pytest.raises(ValueError, match="channels"), backend.use("cpp"):
         c2w.causal_conv(x[:, :3], w, b)
+
+
+# ---- transposed conv (upsampling) ----------------------------------------------------------------------------
+def trans_truth_and_bound(x, w, b, r):
+    """float64 value of code2wav.causal_trans_conv and the float32 bound: each output sums ceil(K/r)·Cin
+    products (+1 for the bias)."""
+    with backend.use("numpy"):
+        y = c2w.causal_trans_conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), r)
+        mag = c2w.causal_trans_conv(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64),
+                                    np.abs(b).astype(np.float64), r)
+    n = -(-w.shape[2] // r) * w.shape[0] + 1
+    return y, n * EPS * mag + 1e-30
+
+
+# (samples, Cin, Cout, kernel K, stride r): Code2Wav's K = 2r blocks and K = r upsampling, K not a multiple of
+# r (padded taps, an odd trim), Cout not a multiple of the micro-tile, a Cin over a reduction slice, short
+# inputs (split by channel) and long ones (split by rows), down to a single input sample.
+TRANS = [(10, 16, 8, 4, 2), (7, 5, 3, 5, 2), (33, 64, 40, 16, 8), (50, 96, 96, 10, 5), (20, 40, 20, 6, 3),
+         (3, 4, 4, 7, 3), (1, 4, 4, 2, 2), (25, 33, 70, 2, 2), (450, 24, 36, 8, 4), (90, 520, 17, 3, 3)]
+
+
+@pytest.mark.parametrize("shape", TRANS, ids=lambda s: "x".join(map(str, s)))
+def test_trans_conv1d_matches_definition(isa, shape):
+    n, cin, cout, k, r = shape
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal((n, cin), dtype=F32)
+    w = (rng.standard_normal((cin, cout, k)) / np.sqrt(cin * k / r)).astype(F32)
+    b = rng.standard_normal(cout, dtype=F32)
+    truth, bound = trans_truth_and_bound(x, w, b, r)
+    y = _native.trans_conv1d(x, w, b, r)
+    assert y.shape == ((n + 1) * r - k, cout) and y.dtype == F32
+    assert np.all(np.abs(y - truth) <= bound), float(np.max(np.abs(y - truth) / bound))
+    assert np.all(np.abs(_native.trans_conv1d(x, w, b, r, naive=True) - truth) <= bound)
+    truth0, bound0 = trans_truth_and_bound(x, w, np.zeros_like(b), r)
+    assert np.all(np.abs(_native.trans_conv1d(x, w, None, r) - truth0) <= bound0)
+
+
+def test_trans_conv_dispatch_and_errors():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((30, 40), dtype=F32)
+    w = (rng.standard_normal((40, 48, 10)) * 0.1).astype(F32)
+    b = rng.standard_normal(48, dtype=F32)
+    with backend.use("cpp"):
+        y = c2w.causal_trans_conv(x, w, b, 5)
+    assert np.array_equal(y, _native.trans_conv1d(x, w, b, 5))      # cpp backend runs the kernel
+    with backend.use("numpy"):
+        ref = c2w.causal_trans_conv(x, w, b, 5)
+    assert y.shape == ref.shape == (145, 48) and np.allclose(y, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="channels"):
+        _native.trans_conv1d(x[:, :39], w, b, 5)
+    with pytest.raises(ValueError, match="stride"):
+        _native.trans_conv1d(x, w, b, 11)                               # kernel shorter than the stride
+    with pytest.raises(ValueError, match="stride"):
+        _native.trans_conv1d(x, w, b, 0)
+    with pytest.raises(ValueError, match="bias"):
+        _native.trans_conv1d(x, w, b[:5], 5)
+    with pytest.raises(TypeError):
+        _native._C.trans_conv1d(x.astype(np.float64), w, b, 5, False)   # the C++ layer's own check

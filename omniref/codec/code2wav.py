@@ -141,6 +141,9 @@ def causal_trans_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, strid
     r = stride
     if x.shape[1] != Cin:
         raise ValueError(f"causal_trans_conv: input has {x.shape[1]} channels, weight expects {Cin}")
+    fn = backend.kernel("trans_conv")
+    if fn is not None and Cout >= CPP_CONV_MIN_COUT:       # cpp backend: phases as one conv GEMM (csrc/conv.cpp)
+        return fn(x, weight, bias, stride)
     n = x.shape[0]
     m = -(-K // r)                                                                  # blocks of r taps
     if K != m * r:                                                                  # pad taps to m·r

@@ -136,6 +136,9 @@ def causal_trans_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, strid
     Input sample t spreads K output samples starting at t·r:  full[t·r + k] += W[:, :, k]ᵀ x[t].
     One matrix product gives every (t, k) contribution; an overlap-add places them. The right trim drops the
     samples that would still receive a contribution from the next (unseen) input sample.
+    On the cpp backend the same sum runs by phase: output sample u·r + p only gets taps k ≡ p (mod r), so each
+    phase is a causal conv over x with ceil(K/r) taps, and all r phases are one GEMM whose rows are already
+    interleaved (csrc/conv_kernels.inc) -- no reordered weight copy, no overlap-add.
     """
     Cin, Cout, K = weight.shape
     r = stride

@@ -35,6 +35,25 @@ void linear_naive_bf16(const float* x, const uint16_t* W, const float* b, float*
   naive(x, W, b, y, M, N, K, widen);
 }
 
+int64_t packed_weight_size(int64_t N, int64_t K) {
+  switch (isa()) {
+#ifdef OMNI_HAVE_X86_ISAS
+    case Isa::avx512: return isa_avx512::packed_size(N, K);
+    case Isa::avx2: return isa_avx2::packed_size(N, K);
+#endif
+    default: return isa_generic::packed_size(N, K);
+  }
+}
+void pack_weight_f32(const float* W, int64_t N, int64_t K, float* dst) {
+  switch (isa()) {
+#ifdef OMNI_HAVE_X86_ISAS
+    case Isa::avx512: return isa_avx512::pack_weight(W, N, K, dst);
+    case Isa::avx2: return isa_avx2::pack_weight(W, N, K, dst);
+#endif
+    default: return isa_generic::pack_weight(W, N, K, dst);
+  }
+}
+
 void linear_f32(const float* x, const float* W, const float* b, float* y, int64_t M, int64_t N, int64_t K) {
   switch (isa()) {
 #ifdef OMNI_HAVE_X86_ISAS

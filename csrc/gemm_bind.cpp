@@ -1,5 +1,6 @@
 // gemm_bind.cpp -- Python entry points for the linear kernels (gemm.h).
 //   linear(x [M, K] f32, W [N, K] f32 | uint16 (bf16 bits), bias [N] f32 | None, naive=False) -> y [M, N] f32
+//   pack_weight(W [N, K] f32) -> the GEMM's panel layout of W (1-D f32), for kernels that take pre-packed weights
 #include "bindings.h"
 #include "gemm.h"
 
@@ -39,9 +40,25 @@ py::array_t<float> linear_py(const py::array& x, const py::array& W, const py::o
   }
   return y;
 }
+py::array_t<float> pack_weight_py(const py::array& W) {
+  check_array<float>(W, "weight", 2);
+  const int64_t N = W.shape(0), K = W.shape(1);
+  py::array_t<float> out(packed_weight_size(N, K));
+  const float* wp = static_cast<const float*>(W.data());
+  float* op = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    pack_weight_f32(wp, N, K, op);
+  }
+  return out;
+}
 }  // namespace
 
 void register_gemm(py::module_& m) {
+  m.def("pack_weight", &pack_weight_py, py::arg("weight"),
+        "weight[N,K] float32 in the GEMM's panel layout of the current instruction set (1-D, for moe's packed=)");
+  m.def("packed_weight_size", &packed_weight_size, py::arg("N"), py::arg("K"),
+        "floats of pack_weight's result for an [N, K] weight on the current instruction set");
   m.def("linear", &linear_py, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
         py::arg("naive") = false,
         "y[M,N] = x[M,K] @ weight[N,K]^T + bias[N]; weight float32 or uint16 bfloat16 bits");

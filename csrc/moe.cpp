@@ -3,6 +3,7 @@
 //   moe(x [L, H] f32, local [L, k] int64, mix [L, k] f32, gate: list of U [I_u, H], up: list of U [I_u, H],
 //       down: list of U [H, I_u] (all float32, or all uint16 bfloat16 bits), naive=False) -> out [L, H] f32
 #include "moe.h"
+#include "gemm.h"
 #include "bindings.h"
 #include "cpu.h"
 #include "simd.h"
@@ -120,9 +121,42 @@ void collect(const py::list& mats, const char* name, bool transposed, int64_t H,
   }
 }
 
+// packed: None, or a list of U entries, each None or (gate, up, down) pre-packed by pack_weight (1-D float32 of
+// exactly packed_weight_size for that weight's shape on the current instruction set).
+std::vector<const float*> collect_packed(const py::object& packed, const std::vector<int64_t>& inter, int64_t H,
+                                         int64_t U) {
+  std::vector<const float*> ptr;
+  if (packed.is_none()) return ptr;
+  if (!py::isinstance<py::list>(packed)) throw py::type_error("moe: packed must be None or a list");
+  const py::list lst = py::reinterpret_borrow<py::list>(packed);
+  if (int64_t(lst.size()) != U)
+    throw py::value_error("moe: packed must have one entry per expert (" + std::to_string(U) + "), got " +
+                          std::to_string(lst.size()));
+  ptr.assign(size_t(3 * U), nullptr);
+  for (int64_t u = 0; u < U; ++u) {
+    if (lst[size_t(u)].is_none()) continue;
+    if (!py::isinstance<py::tuple>(lst[size_t(u)]))
+      throw py::type_error("moe: packed[" + std::to_string(u) + "] must be None or a (gate, up, down) tuple");
+    const py::tuple t = py::reinterpret_borrow<py::tuple>(lst[size_t(u)]);
+    if (t.size() != 3) throw py::value_error("moe: packed[" + std::to_string(u) + "] must be (gate, up, down)");
+    const int64_t want[3] = {packed_weight_size(inter[size_t(u)], H), packed_weight_size(inter[size_t(u)], H),
+                             packed_weight_size(H, inter[size_t(u)])};
+    for (int i = 0; i < 3; ++i) {
+      py::array a = py::reinterpret_borrow<py::array>(t[size_t(i)]);
+      check_array<float>(a, "packed weight", 1);
+      if (a.shape(0) != want[i])
+        throw py::value_error("moe: packed[" + std::to_string(u) + "][" + std::to_string(i) + "] has " +
+                              std::to_string(a.shape(0)) + " floats, the current instruction set's layout needs " +
+                              std::to_string(want[i]));
+      ptr[size_t(3 * u + i)] = static_cast<const float*>(a.data());
+    }
+  }
+  return ptr;
+}
+
 template <class WT>
 py::array_t<float> run(const py::array& x, const py::array& local, const py::array& mix, const py::list& gate,
-                       const py::list& up, const py::list& down, bool use_naive) {
+                       const py::list& up, const py::list& down, bool use_naive, const py::object& packed) {
   const int64_t L = x.shape(0), H = x.shape(1), k = local.shape(1), U = int64_t(gate.size());
   std::vector<const WT*> g, u, d;
   std::vector<int64_t> inter;
@@ -136,8 +170,10 @@ py::array_t<float> run(const py::array& x, const py::array& local, const py::arr
                             std::to_string(U) + ")");
   if (k > 64) throw py::value_error("moe: at most 64 experts per token, got k=" + std::to_string(k));
   py::array_t<float> out({L, H});
+  std::vector<const float*> pk;
+  if (std::is_same<WT, float>::value) pk = collect_packed(packed, inter, H, U);
   MoeCall<WT> c{static_cast<const float*>(x.data()), lp, static_cast<const float*>(mix.data()), g.data(),
-                u.data(), d.data(), inter.data(), out.mutable_data(), L, H, k, U};
+                u.data(), d.data(), inter.data(), pk.empty() ? nullptr : pk.data(), out.mutable_data(), L, H, k, U};
   {
     py::gil_scoped_release nogil;
     use_naive ? naive(c) : dispatch(c);
@@ -146,7 +182,7 @@ py::array_t<float> run(const py::array& x, const py::array& local, const py::arr
 }
 
 py::array_t<float> moe_py(const py::array& x, const py::array& local, const py::array& mix, const py::list& gate,
-                          const py::list& up, const py::list& down, bool use_naive) {
+                          const py::list& up, const py::list& down, bool use_naive, const py::object& packed) {
   check_array<float>(x, "x", 2);
   check_array<int64_t>(local, "local", 2);
   check_array<float>(mix, "mix", 2);
@@ -159,8 +195,8 @@ py::array_t<float> moe_py(const py::array& x, const py::array& local, const py::
                           std::to_string(down.size()));
   bool bf16 = false;
   if (gate.size() > 0) bf16 = py::reinterpret_borrow<py::array>(gate[0]).dtype().is(py::dtype::of<uint16_t>());
-  return bf16 ? run<uint16_t>(x, local, mix, gate, up, down, use_naive)
-              : run<float>(x, local, mix, gate, up, down, use_naive);
+  return bf16 ? run<uint16_t>(x, local, mix, gate, up, down, use_naive, packed)
+              : run<float>(x, local, mix, gate, up, down, use_naive, packed);
 }
 }  // namespace
 
@@ -171,7 +207,7 @@ void moe_naive(const MoeCall<uint16_t>& c) { naive(c); }
 
 void register_moe(py::module_& m) {
   m.def("moe", &moe_py, py::arg("x"), py::arg("local"), py::arg("mix"), py::arg("gate"), py::arg("up"),
-        py::arg("down"), py::arg("naive") = false,
+        py::arg("down"), py::arg("naive") = false, py::arg("packed") = py::none(),
         "out[L,H] = sum_j mix[t,j] * down_u(silu(gate_u x_t) * up_u x_t), u = local[t,j], ascending u");
 }
 }  // namespace omni

@@ -25,6 +25,10 @@ struct MoeCall {
   const WT* const* up;     // U pointers, each [I_u, H]
   const WT* const* down;   // U pointers, each [H, I_u]
   const int64_t* inter;    // [U] I_u
+  // Optional pre-packed float32 weights (omni::pack_weight_f32 layout of the current instruction set): null,
+  // or 3·U pointers (gate, up, down of expert u at 3u .. 3u+2), each null or packed. Used for experts with
+  // more than a few tokens, which then skip packing their weights (float32 only).
+  const float* const* packed;
   float* out;              // [L, H]
   int64_t L, H, k, U;
 };

@@ -12,6 +12,7 @@ Lq / Lk query / key positions, D head dim.
 from __future__ import annotations
 
 import os
+import weakref
 
 import numpy as np
 
@@ -355,6 +356,30 @@ def moe_reference(x, chosen, mix, experts) -> np.ndarray:
     return out
 
 
+# Pre-packed expert weights. In prefill an expert sees ~64 tokens, so repacking its weights into the GEMM's panels
+# on every call is a fifth of the MoE's time; a read-only float32 weight (a checkpoint's: omniref.weights hands
+# them out read-only) cannot change, so it is packed once, on the first call that runs it as a GEMM, and the
+# packing is kept as long as the weight itself lives. OMNIREF_PACK_WEIGHTS=0 turns this off (less memory: the
+# packing is a second copy of each such weight). Writable arrays are never cached: they could change under it.
+PACK_WEIGHTS = os.environ.get("OMNIREF_PACK_WEIGHTS", "1").strip().lower() not in ("0", "false", "no")
+MOE_PACK_MIN_TOKENS = 5     # experts with fewer tokens stream their weights as they are (csrc/moe_kernels.inc)
+_packed_cache: dict = {}    # (id(weight), isa) -> (weakref to the weight, its packing)
+
+
+def packed_weight(w: np.ndarray) -> np.ndarray | None:
+    """The GEMM panel layout of a read-only float32 weight [N, K] for the current instruction set (1-D), made
+    once and kept while `w` lives; None for a writable array or when packing is off."""
+    if not PACK_WEIGHTS or w.flags.writeable:
+        return None
+    key = (id(w), _C.isa())
+    hit = _packed_cache.get(key)
+    if hit is not None and hit[0]() is w:
+        return hit[1]
+    p = _C.pack_weight(w)
+    _packed_cache[key] = (weakref.ref(w, lambda _, key=key: _packed_cache.pop(key, None)), p)
+    return p
+
+
 def moe(x, chosen, mix, experts, *, naive: bool = False) -> np.ndarray:
     """Fused sparse MoE feed-forward on the C++ kernels; same arguments and result as `moe_reference`.
 
@@ -378,7 +403,14 @@ def moe(x, chosen, mix, experts, *, naive: bool = False) -> np.ndarray:
         for m, w in zip(mats, ws):
             m.append(w)
     local = np.searchsorted(ids, idx).astype(np.int64)  # [L, k] position of each chosen id among ids
-    return C.moe(x, local, mix, mats[0], mats[1], mats[2], naive)
+    packed = None
+    if not bf16 and not naive and PACK_WEIGHTS:
+        tokens = np.bincount(local.ravel(), minlength=len(ids))  # [U] tokens routed to each expert
+        packed = []
+        for n, g, u, d in zip(tokens.tolist(), *mats):
+            p = tuple(packed_weight(w) for w in (g, u, d)) if n >= MOE_PACK_MIN_TOKENS else (None,)
+            packed.append(p if all(a is not None for a in p) else None)
+    return C.moe(x, local, mix, mats[0], mats[1], mats[2], naive, packed)
 
 
 # ---------------------------------------------------------------------------------------------------------

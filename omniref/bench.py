@@ -163,6 +163,8 @@ def bench_thinker(quick: bool) -> dict:
             q = f"{p}mlp.experts.{e}."
             w.update({q + "gate_proj.weight": _random((I, H), rng), q + "up_proj.weight": _random((I, H), rng),
                       q + "down_proj.weight": _random((H, I), rng)})
+    for a in w.values():
+        a.setflags(write=False)     # model weights are constants (as a checkpoint's are): kernels may pre-pack
     embed = rng.standard_normal((V, H), dtype=np.float32)
     lm_head = _random((V, H), rng)
     dec = Decoder(w, layers, nh, nkv, hd, c["rms_norm_eps"], E, c["num_experts_per_tok"], c["norm_topk_prob"])

@@ -177,7 +177,9 @@ class Weights(Mapping):
         if key not in self._cache:
             if key not in self.key_to_file:
                 raise KeyError(f"{self.where}: checkpoint has no tensor '{key}'")
-            self._cache[key] = self.file_of(key)[key]
+            a = self.file_of(key)[key]
+            a.setflags(write=False)     # shared by every caller: a constant (copy it to experiment with it)
+            self._cache[key] = a
         return self._cache[key]
 
     def _bf16(self, key: str):

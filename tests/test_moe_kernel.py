@@ -236,3 +236,68 @@ def test_weights_keep_bf16_hands_out_the_file_bits():
     other = next(k for k in w if len(w.shape(k)) != 2)
     with backend.use("cpp"):
         assert type(w[other]) is np.ndarray
+
+
+def _read_only(experts):
+    for mats in experts.values():
+        for m in mats:
+            m.setflags(write=False)
+    return experts
+
+
+@pytest.mark.parametrize("L, H, I, E, k", [CASES[3], CASES[5], CASES[7]])
+def test_pre_packed_weights_give_the_same_bits(isa, L, H, I, E, k):
+    # read-only float32 experts are packed once and the kernel reads their panels: same arithmetic, same bits
+    x, chosen, mix, experts = make(L, H, I, E, k, seed=21)
+    plain = _native.moe(x, chosen, mix, experts)
+    _read_only(experts)
+    packed = _native.moe(x, chosen, mix, experts)
+    assert np.array_equal(packed, plain)
+    assert rel_err(packed, reference64(x, chosen, mix, experts)) < RTOL
+    busy = [e for e in range(E) if np.count_nonzero(chosen == e) >= _native.MOE_PACK_MIN_TOKENS]
+    assert busy, "the case must have an expert that runs as a GEMM"
+    g = experts[busy[0]][0]
+    p = _native.packed_weight(g)
+    assert p is not None and p.ndim == 1 and p.size == _native._C.packed_weight_size(*g.shape)
+    assert _native.packed_weight(g) is p                        # made once, then reused
+
+
+def test_packed_weight_cache_rules():
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((40, 24), dtype=np.float32)
+    assert _native.packed_weight(w) is None                     # writable: it could change under a cache
+    w.setflags(write=False)
+    p = _native.packed_weight(w)
+    key = next(k for k, (ref, _) in _native._packed_cache.items() if ref() is w)
+    del w, p                                                     # the packing lives as long as the weight
+    assert key not in _native._packed_cache
+
+
+def test_packed_argument_is_checked():
+    x, chosen, mix, experts = make(7, 70, 45, 4, 3, seed=5)
+    ids = sorted(experts)
+    local = np.ascontiguousarray(chosen, np.int64)     # all E experts passed: local id = expert id
+    gate, up, down = ([experts[e][i] for e in ids] for i in range(3))
+    good = [tuple(_native._C.pack_weight(m) for m in experts[e]) for e in ids]
+    C = _native._C
+    assert np.array_equal(C.moe(x, local, mix, gate, up, down, False, good),
+                          C.moe(x, local, mix, gate, up, down, False, None))
+    with pytest.raises(ValueError, match="one entry per expert"):
+        C.moe(x, local, mix, gate, up, down, False, good[:2])
+    short = [(p[0][:-1], p[1], p[2]) for p in good]
+    with pytest.raises(ValueError, match="instruction set's layout needs"):
+        C.moe(x, local, mix, gate, up, down, False, short)
+    with pytest.raises(TypeError):
+        C.moe(x, local, mix, gate, up, down, False, "packed")
+    with pytest.raises(TypeError):
+        C.moe(x, local, mix, gate, up, down, False, [[1, 2, 3]] * len(ids))
+
+
+def test_checkpoint_weights_are_read_only(tmp_path):
+    from omniref.weights import load_weights
+    from safetensors.numpy import save_file
+    save_file({"a.weight": np.ones((3, 4), np.float32)}, str(tmp_path / "model.safetensors"))
+    w = load_weights(tmp_path)["a.weight"]
+    assert not w.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        w[0, 0] = 2.0

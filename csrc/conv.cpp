@@ -4,8 +4,10 @@
 //     -> y [M, N] f32 = causal conv (left zero padding d·(T-1)) + bias (+ residual)
 //   trans_conv1d(x [n, Cin] f32, weight [Cin, Cout, K] f32, bias [Cout] | None, stride r, naive)
 //     -> y [(n+1)·r - K, Cout] f32 = ConvTranspose1d(stride r) trimmed K - r samples at both ends
-// The NumPy definitions are omniref/codec/code2wav.py: causal_conv and causal_trans_conv; `naive=True` runs
-// the plain loops below.
+//   conv2d_s2(x [B, H, W, Cin] f32, weight [Cout, Cin, 3, 3] f32, bias [Cout] | None, naive)
+//     -> y [B, (H-1)/2+1, (W-1)/2+1, Cout] f32: 3x3 conv, stride 2, zero padding 1 (the audio encoder's stem)
+// The NumPy definitions are omniref/codec/code2wav.py: causal_conv and causal_trans_conv, and
+// omniref/audio/encoder.py: conv2d_stride2; `naive=True` runs the plain loops below.
 #include "bindings.h"
 #include "cpu.h"
 #include "simd.h"
@@ -67,6 +69,37 @@ void trans_conv1d_fast(const float* x, const float* W, const float* b, float* y,
     case Isa::avx2: return isa_avx2::trans_conv1d(x, W, b, y, n, Cin, Cout, K, r);
 #endif
     default: return isa_generic::trans_conv1d(x, W, b, y, n, Cin, Cout, K, r);
+  }
+}
+
+// Reference: one sum per output pixel and channel, taps and channels in order.
+void conv2d_s2_naive(const float* x, const float* W, const float* bias, float* y, int64_t B, int64_t H, int64_t Wd,
+                     int64_t Cin, int64_t Cout) {
+  const int64_t oh = (H - 1) / 2 + 1, ow = (Wd - 1) / 2 + 1;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t oy = 0; oy < oh; ++oy)
+      for (int64_t ox = 0; ox < ow; ++ox)
+        for (int64_t o = 0; o < Cout; ++o) {
+          float s = 0.f;
+          for (int64_t ky = 0; ky < 3; ++ky)
+            for (int64_t kx = 0; kx < 3; ++kx) {
+              const int64_t iy = 2 * oy + ky - 1, ix = 2 * ox + kx - 1;
+              if (iy < 0 || iy >= H || ix < 0 || ix >= Wd) continue;
+              for (int64_t c = 0; c < Cin; ++c)
+                s += W[((o * Cin + c) * 3 + ky) * 3 + kx] * x[((b * H + iy) * Wd + ix) * Cin + c];
+            }
+          y[((b * oh + oy) * ow + ox) * Cout + o] = s + (bias ? bias[o] : 0.f);
+        }
+}
+
+void conv2d_s2_fast(const float* x, const float* W, const float* b, float* y, int64_t B, int64_t H, int64_t Wd,
+                    int64_t Cin, int64_t Cout) {
+  switch (isa()) {
+#ifdef OMNI_HAVE_X86_ISAS
+    case Isa::avx512: return isa_avx512::conv2d_s2(x, W, b, y, B, H, Wd, Cin, Cout);
+    case Isa::avx2: return isa_avx2::conv2d_s2(x, W, b, y, B, H, Wd, Cin, Cout);
+#endif
+    default: return isa_generic::conv2d_s2(x, W, b, y, B, H, Wd, Cin, Cout);
   }
 }
 
@@ -147,9 +180,40 @@ py::array trans_conv1d_py(const py::array& x, const py::array& W, const py::obje
   if (naive || L == 0) return std::move(y);
   return y[py::slice(off, off + L, 1)];                      // drop the first (K - r) mod r samples: a view
 }
+py::array_t<float> conv2d_s2_py(const py::array& x, const py::array& W, const py::object& bias, bool naive) {
+  check_array<float>(x, "x", 4);
+  check_array<float>(W, "weight", 4);
+  const int64_t B = x.shape(0), H = x.shape(1), Wd = x.shape(2), Cin = x.shape(3), Cout = W.shape(0);
+  if (W.shape(1) != Cin || W.shape(2) != 3 || W.shape(3) != 3)
+    throw py::value_error("conv2d_s2: x " + shape_str(x) + " [B, H, W, Cin] needs weight [Cout, " +
+                          std::to_string(Cin) + ", 3, 3], got " + shape_str(W));
+  py::array bias_arr;
+  const float* b = optional_f32(bias, bias_arr, "bias", 1);
+  if (b && bias_arr.shape(0) != Cout)
+    throw py::value_error("conv2d_s2: bias " + shape_str(bias_arr) + " must have " + std::to_string(Cout) +
+                          " entries");
+  const int64_t oh = H > 0 ? (H - 1) / 2 + 1 : 0, ow = Wd > 0 ? (Wd - 1) / 2 + 1 : 0;
+  py::array_t<float> y({B, oh, ow, Cout});
+  const float* xp = static_cast<const float*>(x.data());
+  const float* wp = static_cast<const float*>(W.data());
+  float* yp = y.mutable_data();
+  if (B * oh * ow * Cout > 0 && Cin == 0) {  // an empty sum: the bias alone
+    for (int64_t i = 0; i < B * oh * ow; ++i)
+      for (int64_t o = 0; o < Cout; ++o) yp[i * Cout + o] = b ? b[o] : 0.f;
+    return y;
+  }
+  {
+    py::gil_scoped_release nogil;
+    if (B * oh * ow * Cout > 0) (naive ? conv2d_s2_naive : conv2d_s2_fast)(xp, wp, b, yp, B, H, Wd, Cin, Cout);
+  }
+  return y;
+}
 }  // namespace
 
 void register_conv(py::module_& m) {
+  m.def("conv2d_s2", &conv2d_s2_py, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
+        py::arg("naive") = false,
+        "3x3 conv, stride 2, zero padding 1, channels-last: y[B,H',W',Cout] from x[B,H,W,Cin], weight[Cout,Cin,3,3]");
   m.def("trans_conv1d", &trans_conv1d_py, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
         py::arg("stride") = 1, py::arg("naive") = false,
         "trimmed transposed conv: y[(n+1)r-K, Cout] from x[n, Cin], weight[Cin, Cout, K], stride r");

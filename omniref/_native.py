@@ -663,6 +663,37 @@ def trans_conv1d_reference(x, weight, bias=None, stride: int = 1) -> np.ndarray:
         return causal_trans_conv(np.asarray(x), np.asarray(weight), bias, stride)
 
 
+def conv2d_s2(x, weight, bias=None, *, naive: bool = False) -> np.ndarray:
+    """3x3 convolution, stride 2, zero padding 1, channels-last, on the C++ kernels (the audio encoder's stem).
+    x [B, H, W, Cin], weight [Cout, Cin, 3, 3], bias [Cout] | None -> [B, (H-1)//2+1, (W-1)//2+1, Cout]
+
+    The same sum as omniref/audio/encoder.py: conv2d_stride2 (its NumPy definition, im2col + one matmul), as
+    one GEMM whose im2col rows are packed straight from the padded neighbourhoods (never materialised).
+    """
+    C = _require()
+    if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):
+        x = _float32("conv2d_s2: x", x)
+    weight = _float32("conv2d_s2: weight", weight)
+    if x.ndim != 4 or weight.ndim != 4 or weight.shape[2:] != (3, 3):
+        raise ValueError(f"conv2d_s2: need x [B, H, W, Cin] and weight [Cout, Cin, 3, 3], got {x.shape} and "
+                         f"{weight.shape}")
+    if x.shape[3] != weight.shape[1]:
+        raise ValueError(f"conv2d_s2: input has {x.shape[3]} channels, weight {weight.shape} expects "
+                         f"{weight.shape[1]}")
+    b = None if bias is None else _float32("conv2d_s2: bias", bias)
+    if b is not None and b.shape != (weight.shape[0],):
+        raise ValueError(f"conv2d_s2: bias must have shape ({weight.shape[0]},), got {b.shape}")
+    return C.conv2d_s2(x, weight, b, naive)
+
+
+def conv2d_s2_reference(x, weight, bias=None) -> np.ndarray:
+    """NumPy definition: omniref/audio/encoder.py conv2d_stride2 (im2col + one matmul)."""
+    from omniref import backend
+    from omniref.audio.encoder import conv2d_stride2
+    with backend.use("numpy"):
+        return conv2d_stride2(np.asarray(x), np.asarray(weight), bias)
+
+
 def causal_conv_reference(x, weight, bias=None, dilation: int = 1, residual=None) -> np.ndarray:
     """NumPy definition: omniref/codec/code2wav.py causal_conv (tap by tap), plus the residual if given."""
     from omniref import backend

@@ -17,7 +17,8 @@ Ops: "linear" (x, weight, bias), "attention" (q, k, v, causal, sliding_window, s
 "moe" (x, chosen, mix, experts: the fused routed-experts feed-forward of omniref.decoder.moe);
 "gelu" (x) and "snake_beta" (x, alpha, beta: Code2Wav's activation, omniref/codec/code2wav.py);
 "causal_conv" (x, weight, bias, dilation, residual=None: Code2Wav's causal conv, csrc/conv.cpp) and
-"trans_conv" (x, weight, bias, stride: its trimmed transposed conv, same file);
+"trans_conv" (x, weight, bias, stride: its trimmed transposed conv, same file); "conv2d_s2" (x, weight, bias:
+the audio encoder's 3x3 stride-2 conv, same file);
 "rms_norm" (x, weight, eps) and "rotary" (x, cos, sin: nn.apply_rotary), csrc/norm_rope.cpp;
 their validated wrappers and semantics are in omniref/_native.py.
 """
@@ -240,6 +241,16 @@ def _trans_conv(x, weight, bias, stride):
     return out
 
 
+def _conv2d_s2(x, weight, bias):
+    """The audio encoder's 3x3 stride-2 conv; the NumPy definition is audio.encoder.conv2d_stride2."""
+    if not (_is_f32(x) and _is_f32(weight) and _is_f32(bias)):
+        return _native.conv2d_s2_reference(x, weight, bias)
+    out = _native.conv2d_s2(x, weight, bias)
+    if validating():
+        _check("conv2d_s2", out, (x, weight, bias))
+    return out
+
+
 def _rms_norm(x, weight, eps):
     if not (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim >= 1 and type(weight) is np.ndarray
             and weight.dtype == np.float32 and weight.shape == x.shape[-1:]):
@@ -264,7 +275,8 @@ def _rotary(x, cos, sin):
 
 
 _KERNELS = {"linear": _linear, "attention": _attention, "moe": _moe, "gelu": _gelu, "snake_beta": _snake_beta,
-            "causal_conv": _causal_conv, "trans_conv": _trans_conv, "rms_norm": _rms_norm, "rotary": _rotary}
+            "causal_conv": _causal_conv, "trans_conv": _trans_conv, "conv2d_s2": _conv2d_s2, "rms_norm": _rms_norm,
+            "rotary": _rotary}
 
 
 def kernels() -> tuple[str, ...]:

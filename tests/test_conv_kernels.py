@@ -206,3 +206,45 @@ def test_trans_conv_dispatch_and_errors():
         _native.trans_conv1d(x, w, b[:5], 5)
     with pytest.raises(TypeError):
         _native._C.trans_conv1d(x.astype(np.float64), w, b, 5, False)   # the C++ layer's own check
+
+
+# ---- 3x3 stride-2 conv (the audio encoder's stem) ------------------------------------------------------------
+# (B, H, W, Cin, Cout): the stem's 1-channel first conv, odd and even sizes (the padding on the far edge differs),
+# tiny images, Cin·9 over a reduction slice (60·9 = 540), many rows split by rows, few split by channel.
+CONV2D = [(2, 9, 7, 1, 20), (3, 40, 30, 1, 48), (2, 16, 11, 60, 40), (1, 1, 1, 3, 33), (1, 2, 3, 5, 7),
+          (12, 32, 25, 16, 36)]
+
+
+@pytest.mark.parametrize("shape", CONV2D, ids=lambda s: "x".join(map(str, s)))
+def test_conv2d_s2_matches_definition(isa, shape):
+    from omniref.audio.encoder import conv2d_stride2
+    B, H, W, cin, cout = shape
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal((B, H, W, cin), dtype=F32)
+    w = (rng.standard_normal((cout, cin, 3, 3)) / np.sqrt(9 * cin)).astype(F32)
+    b = rng.standard_normal(cout, dtype=F32)
+    with backend.use("numpy"):
+        truth = conv2d_stride2(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
+        mag = conv2d_stride2(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), np.abs(b).astype(np.float64))
+    bound = (9 * cin + 1) * EPS * mag + 1e-30
+    y = _native.conv2d_s2(x, w, b)
+    assert y.shape == ((B, (H - 1) // 2 + 1, (W - 1) // 2 + 1, cout)) and y.dtype == F32
+    assert np.all(np.abs(y - truth) <= bound), float(np.max(np.abs(y - truth) / bound))
+    assert np.all(np.abs(_native.conv2d_s2(x, w, b, naive=True) - truth) <= bound)
+    with backend.use("cpp"):
+        assert np.array_equal(conv2d_stride2(x, w, b), y)               # the encoder dispatches to the kernel
+
+
+def test_conv2d_s2_errors():
+    x = np.zeros((1, 6, 6, 4), F32)
+    w = np.zeros((5, 4, 3, 3), F32)
+    with pytest.raises(ValueError, match="channels"):
+        _native.conv2d_s2(x[..., :3], w)
+    with pytest.raises(ValueError, match="3, 3"):
+        _native.conv2d_s2(x, w[:, :, :2])
+    with pytest.raises(ValueError, match="bias"):
+        _native.conv2d_s2(x, w, np.zeros(4, F32))
+    with pytest.raises(ValueError, match="B, H, W, Cin"):
+        _native.conv2d_s2(x[0], w)
+    with pytest.raises(TypeError):
+        _native._C.conv2d_s2(x.astype(np.float64), w, None, False)       # the C++ layer's own check

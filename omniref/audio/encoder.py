@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from omniref import nn
+from omniref import backend, nn
 
 LAYER_NORM_EPS = 1e-5          # fixed in the reference (nn.LayerNorm default), not in config.json
 REFERENCE_CHUNK_FRAMES = 100   # the reference's length rule hard-codes 100-frame chunks (n_window = 50)
@@ -110,7 +110,12 @@ def conv2d_stride2(x, weight, bias):
     (ky, kx, cin): channels-last, the kx and cin of one ky are 3*Cin consecutive floats of the padded input, so
     the gather is one copy of long contiguous runs (no per-tap arrays). The weight is put in the same order,
     and the convolution is `rows @ weight'.T`.
+    On the cpp backend one C++ GEMM packs those rows straight from the neighbourhoods instead (csrc/conv.cpp):
+    the im2col matrix, 9x the input, is never written out.
     """
+    fn = backend.kernel("conv2d_s2")
+    if fn is not None:
+        return fn(x, weight, bias)
     b, h, w, cin = x.shape
     h_out, w_out = (h - 1) // 2 + 1, (w - 1) // 2 + 1
     xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))                                # [B, Hf+2, Wt+2, Cin]

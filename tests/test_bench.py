@@ -18,6 +18,7 @@ def test_quick_bench_writes_every_part(tmp_path, capsys):
     k = res["kernels"]
     assert k["gemm"]["cpp_gflops"] > 0 and k["gemm"]["numpy_gflops"] > 0
     assert k["gemm"]["ratio"] == pytest.approx(k["gemm"]["cpp_gflops"] / k["gemm"]["numpy_gflops"])
+    assert k["gemv"]["matrices"] > 1 and k["gemv_cached"]["matrices"] == 1 and k["gemv"]["shape"][0] == 1
     assert res["bf16"]["matrices"] >= 2 and res["bf16"]["fraction_of_copy"] > 0
     t = res["thinker"]
     assert t["prefill_ratio"] == pytest.approx(t["numpy_prefill_s"] / t["cpp_prefill_s"])

@@ -54,13 +54,14 @@ void pack_weight_f32(const float* W, int64_t N, int64_t K, float* dst) {
   }
 }
 
-void linear_f32(const float* x, const float* W, const float* b, float* y, int64_t M, int64_t N, int64_t K) {
+void linear_f32(const float* x, const float* W, const float* b, float* y, int64_t M, int64_t N, int64_t K,
+                const float* Wp) {
   switch (isa()) {
 #ifdef OMNI_HAVE_X86_ISAS
-    case Isa::avx512: return isa_avx512::linear(x, W, b, y, M, N, K);
-    case Isa::avx2: return isa_avx2::linear(x, W, b, y, M, N, K);
+    case Isa::avx512: return isa_avx512::linear(x, W, b, y, M, N, K, Wp);
+    case Isa::avx2: return isa_avx2::linear(x, W, b, y, M, N, K, Wp);
 #endif
-    default: return isa_generic::linear(x, W, b, y, M, N, K);
+    default: return isa_generic::linear(x, W, b, y, M, N, K, Wp);
   }
 }
 void linear_bf16(const float* x, const uint16_t* W, const float* b, float* y, int64_t M, int64_t N, int64_t K) {

@@ -7,7 +7,9 @@
 #include <cstdint>
 
 namespace omni {
-void linear_f32(const float* x, const float* W, const float* bias, float* y, int64_t M, int64_t N, int64_t K);
+// Wp: null, or W pre-packed by pack_weight_f32 (then a GEMM, M > 8, reads its panels instead of packing W).
+void linear_f32(const float* x, const float* W, const float* bias, float* y, int64_t M, int64_t N, int64_t K,
+                const float* Wp = nullptr);
 void linear_bf16(const float* x, const uint16_t* W, const float* bias, float* y, int64_t M, int64_t N, int64_t K);
 // Pre-packing (for weights used many times, e.g. the MoE experts): the GEMM's panel layout of the current
 // instruction set (see pack_weight in gemm_kernels.inc); packed_weight_size floats.

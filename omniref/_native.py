@@ -148,6 +148,32 @@ def _float32(name: str, a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+# Pre-packed weights. A GEMM first packs W into panels of W^T; for a weight used by few rows that is a large
+# share of the work (an MoE expert sees ~64 tokens in prefill: a fifth of the MoE's time). A read-only float32
+# weight (a checkpoint's: omniref.weights hands them out read-only) cannot change, so it is packed once, on the
+# first call that runs it as a GEMM, and the packing is kept as long as the weight itself lives.
+# OMNIREF_PACK_WEIGHTS=0 turns this off (less memory: the packing is a second copy of each such weight).
+# Writable arrays are never cached: they could change under it.
+PACK_WEIGHTS = os.environ.get("OMNIREF_PACK_WEIGHTS", "1").strip().lower() not in ("0", "false", "no")
+GEMM_MIN_ROWS = 8           # linear: more rows than this run the packed GEMM (csrc/gemm_kernels.inc `linear`)
+MOE_PACK_MIN_TOKENS = 5     # experts with fewer tokens stream their weights as they are (csrc/moe_kernels.inc)
+_packed_cache: dict = {}    # (id(weight), isa) -> (weakref to the weight, its packing)
+
+
+def packed_weight(w: np.ndarray) -> np.ndarray | None:
+    """The GEMM panel layout of a read-only float32 weight [N, K] for the current instruction set (1-D), made
+    once and kept while `w` lives; None for a writable array or when packing is off."""
+    if not PACK_WEIGHTS or w.flags.writeable:
+        return None
+    key = (id(w), _C.isa())
+    hit = _packed_cache.get(key)
+    if hit is not None and hit[0]() is w:
+        return hit[1]
+    p = _C.pack_weight(w)
+    _packed_cache[key] = (weakref.ref(w, lambda _, key=key: _packed_cache.pop(key, None)), p)
+    return p
+
+
 # ---------------------------------------------------------------------------------------------------------
 # linear
 # ---------------------------------------------------------------------------------------------------------
@@ -183,11 +209,14 @@ def linear(x, weight, bias=None, *, naive: bool = False) -> np.ndarray:
         b = _float32("linear: bias", bias)
         if b.shape != (N,):
             raise ValueError(f"linear: bias must have shape ({N},), got {b.shape}")
+    M = x.size // K if K else 0
+    # a GEMM (M > 8) on a read-only float32 weight reads its panels packed once (packed_weight) instead of
+    # packing W on every call; the arithmetic, and so the result, is the same
+    packed = packed_weight(w) if M > GEMM_MIN_ROWS and w.dtype == np.float32 and not naive else None
     if x.ndim == 2:
-        return C.linear(x, w, b, naive)  # [M, K] -> [M, N]
+        return C.linear(x, w, b, naive, packed)  # [M, K] -> [M, N]
     lead = x.shape[:-1]
-    M = int(np.prod(lead, dtype=np.int64))
-    y = C.linear(x.reshape(M, K), w, b, naive)  # [M, K] -> [M, N]
+    y = C.linear(x.reshape(M, K), w, b, naive, packed)  # [M, K] -> [M, N]
     return y.reshape(*lead, N)
 
 
@@ -354,30 +383,6 @@ def moe_reference(x, chosen, mix, experts) -> np.ndarray:
             h = ge * (np.float32(1) / (np.float32(1) + np.exp(-ge))) * ue  # silu(g) ⊙ u
         out[rows] += mix[rows, slot][:, None] * (h @ np.asarray(as_float32(d), np.float32).T)
     return out
-
-
-# Pre-packed expert weights. In prefill an expert sees ~64 tokens, so repacking its weights into the GEMM's panels
-# on every call is a fifth of the MoE's time; a read-only float32 weight (a checkpoint's: omniref.weights hands
-# them out read-only) cannot change, so it is packed once, on the first call that runs it as a GEMM, and the
-# packing is kept as long as the weight itself lives. OMNIREF_PACK_WEIGHTS=0 turns this off (less memory: the
-# packing is a second copy of each such weight). Writable arrays are never cached: they could change under it.
-PACK_WEIGHTS = os.environ.get("OMNIREF_PACK_WEIGHTS", "1").strip().lower() not in ("0", "false", "no")
-MOE_PACK_MIN_TOKENS = 5     # experts with fewer tokens stream their weights as they are (csrc/moe_kernels.inc)
-_packed_cache: dict = {}    # (id(weight), isa) -> (weakref to the weight, its packing)
-
-
-def packed_weight(w: np.ndarray) -> np.ndarray | None:
-    """The GEMM panel layout of a read-only float32 weight [N, K] for the current instruction set (1-D), made
-    once and kept while `w` lives; None for a writable array or when packing is off."""
-    if not PACK_WEIGHTS or w.flags.writeable:
-        return None
-    key = (id(w), _C.isa())
-    hit = _packed_cache.get(key)
-    if hit is not None and hit[0]() is w:
-        return hit[1]
-    p = _C.pack_weight(w)
-    _packed_cache[key] = (weakref.ref(w, lambda _, key=key: _packed_cache.pop(key, None)), p)
-    return p
 
 
 def moe(x, chosen, mix, experts, *, naive: bool = False) -> np.ndarray:

@@ -247,6 +247,8 @@ def bench_audio(quick: bool) -> dict:
     full["thinker_config"]["audio_config"] = acfg
     pre = "thinker.audio_tower."
     w = DictWeights({k[len(pre):]: _draw(k, s, 0) for k, s in tiny_weight_shapes(full).items() if k.startswith(pre)})
+    for a in w.values():
+        a.setflags(write=False)  # constants, as a checkpoint's weights are
     cfg = AudioEncoderConfig.from_dict(acfg)
     T = 500 if quick else work["mel_frames"]
     feats = np.random.default_rng(0).standard_normal((acfg["num_mel_bins"], T), dtype=np.float32)

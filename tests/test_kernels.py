@@ -286,3 +286,24 @@ def test_cuda_attention(case):
     q, k, v, causal, window, seg, mask = attention_inputs(case)
     out, _ms = _native.cuda_attention(q, k, v, causal, window, seg, mask)
     assert rel_err(out, attention_ref64(q, k, v, causal, window, seg, mask)) < RTOL
+
+
+def test_linear_reads_pre_packed_read_only_weights(isa):
+    # a GEMM on a read-only float32 weight uses its packing (made once): the same arithmetic, the same bits
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((37, 70), dtype=np.float32)
+    w = rng.standard_normal((45, 70), dtype=np.float32)
+    b = rng.standard_normal(45, dtype=np.float32)
+    plain = _native.linear(x, w, b)
+    w.setflags(write=False)
+    packed = _native.linear(x, w, b)
+    assert np.array_equal(packed, plain)
+    p = _native.packed_weight(w)
+    assert p is not None and _native.packed_weight(w) is p
+    assert np.array_equal(_native._C.linear(x, w, b, False, p), plain)
+    assert np.array_equal(_native.linear(x[:3], w, b), plain[:3])      # GEMV rows: packing not used
+    with pytest.raises(ValueError, match="layout"):
+        _native._C.linear(x, w, b, False, p[:-1])
+    wb = _native.BF16Weight.from_float32(w)
+    with pytest.raises(ValueError, match="float32 weights"):
+        _native._C.linear(x, wb.bits, b, False, p)

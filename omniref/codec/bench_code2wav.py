@@ -26,6 +26,8 @@ def random_code2wav(cfg: dict, seed: int = 0) -> c2w.Code2Wav:
     """A Code2Wav of config `cfg` (a code2wav_config dict) with omniref.tiny's seeded random weights."""
     full = {**tiny_config(), "code2wav_config": cfg}
     w = {k[len("code2wav."):]: v for k, v in tiny_weights(full, seed).items() if k.startswith("code2wav.")}
+    for a in w.values():
+        a.setflags(write=False)  # constants, as a checkpoint's weights are (the cpp backend may pre-pack them)
     return c2w.Code2Wav(Code2WavConfig.from_dict(cfg), w)
 
 

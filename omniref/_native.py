@@ -413,8 +413,8 @@ def moe(x, chosen, mix, experts, *, naive: bool = False) -> np.ndarray:
         tokens = np.bincount(local.ravel(), minlength=len(ids))  # [U] tokens routed to each expert
         packed = []
         for n, g, u, d in zip(tokens.tolist(), *mats):
-            p = tuple(packed_weight(w) for w in (g, u, d)) if n >= MOE_PACK_MIN_TOKENS else (None,)
-            packed.append(p if all(a is not None for a in p) else None)
+            p = (packed_weight(g), packed_weight(u), packed_weight(d)) if n >= MOE_PACK_MIN_TOKENS else None
+            packed.append(None if p is None or any(a is None for a in p) else p)  # None: packed per call
     return C.moe(x, local, mix, mats[0], mats[1], mats[2], naive, packed)
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import nn
-from ..weights import bf16_to_f32
+from ..weights import take_rows
 
 __all__ = ["TalkerInputs", "resize_mlp", "user_positions", "tts_special_embeds", "build_talker_inputs",
            "talker_position_ids", "ASSISTANT_PREFIX_ROWS"]
@@ -68,8 +68,7 @@ def tts_special_embeds(weights, cfg) -> np.ndarray:
         if not 0 <= i < V:
             raise ValueError(f"tts token id {i} outside the thinker vocabulary [0, {V})")
     # read only the 3 rows: a real 152064-row table would be ~1.2 GB once widened to float32
-    raw = weights.raw(key)[ids]                                                # [3, Th] on-disk dtype
-    rows = bf16_to_f32(raw) if raw.dtype == np.uint16 else raw.astype(np.float32)
+    rows = take_rows(weights.raw(key), ids)                                    # [3, Th]
     return resize_mlp(weights.scope("talker.text_projection."), rows)         # [3, Dt]
 
 

@@ -25,7 +25,7 @@ from omniref import nn
 from omniref.decoder import Decoder, KVCache, rope_cos_sin
 from omniref.thinker.positions import decode_positions, rope_ids_from_config, rope_index
 from omniref.thinker.sampling import SamplingConfig, next_token
-from omniref.weights import bf16_to_f32
+from omniref.weights import take_rows
 
 __all__ = ["Media", "ThinkerPrompt", "Thinker", "GenerateResult", "encode_media", "golden_stage"]
 
@@ -81,13 +81,6 @@ def encode_media(weights, thinker_cfg, prompt: ThinkerPrompt) -> Media:
     return media
 
 
-def _rows(weights, key: str, ids: np.ndarray) -> np.ndarray:
-    """Rows `ids` of a [V, H] table as float32, reading only those rows (a 152064-row bf16 embedding
-    is never widened whole)."""
-    raw = weights.raw(key)[np.asarray(ids, np.int64)]                       # [n, H] on-disk dtype
-    return bf16_to_f32(raw) if raw.dtype == np.uint16 else raw.astype(F32)
-
-
 class Thinker:
     """The thinker text model with its multimodal front end. `weights`: the whole checkpoint (Weights)."""
 
@@ -108,7 +101,7 @@ class Thinker:
         if ids.size and (ids.min() < 0 or ids.max() >= self.text.vocab_size):
             raise ValueError(f"token ids must lie in [0, {self.text.vocab_size}), got range "
                              f"[{ids.min()}, {ids.max()}]")
-        return _rows(self.weights, "thinker.model.embed_tokens.weight", ids)
+        return take_rows(self.weights.raw("thinker.model.embed_tokens.weight"), ids)   # only these rows widen
 
     def fuse(self, input_ids, media: Media) -> tuple[np.ndarray, np.ndarray, list]:
         """Embeddings with the encoder rows written into the placeholders.

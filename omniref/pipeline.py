@@ -83,12 +83,9 @@ def speak(weights, config, prompt, thinker_result, *, speaker: str | int = "etha
     _report(log, "talker inputs", timings, inputs_embeds=inputs.inputs_embeds,
             trailing_text=inputs.trailing_text_hidden, position_ids=inputs.position_ids)
     with _stage("talker + code pred.", timings, log):
-        bar = _bar(max_new_tokens, log)
         out = talker.generate(inputs, max_new_tokens=max_new_tokens,
                               sampling=sampling if sampling is not None else SamplingConfig(repetition_penalty=1.05),
-                              progress=(lambda s: bar.update(1)) if bar is not None else None)
-        if bar is not None:
-            bar.close()
+                              progress=bool(log))
     _report(log, "talker + code pred.", timings, sequences=out.sequences, codes=out.codes,
             ended_with_eos=str(out.ended_with_eos))
     if out.codes.shape[1] == 0:
@@ -98,17 +95,6 @@ def speak(weights, config, prompt, thinker_result, *, speaker: str | int = "etha
         wav = c2w.chunked_decode(out.codes, chunk_size, left_context_size)                 # [S]
     _report(log, "code2wav", timings, wav=wav, seconds=round(wav.shape[0] / SAMPLE_RATE, 2))
     return SpeechResult(codes=out.codes, wav=np.asarray(wav, np.float32), talker=out)
-
-
-def _bar(total: int, log):
-    """A tqdm progress bar over talker steps when logging (None without tqdm or logging)."""
-    if not log:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="  talker steps", unit="step", leave=False)
 
 
 def run(weights, config, *, nl_token_id: int, audio=None, image=None, text_ids=(), system_ids=None,

@@ -2,7 +2,7 @@
 
 This is the one name table between `model.safetensors` and omniref's modules. Each component reads its
 weights through a prefix view (`weights.scope(PREFIXES["audio"])`) with the names below, exactly as in the
-public `Qwen/Qwen3-Omni-30B-A3B-Instruct` checkpoint (FORMAT.md §2). `expected_shapes(config)` lists every
+public `Qwen/Qwen3-Omni-30B-A3B-Instruct` checkpoint. `expected_shapes(config)` lists every
 key a full checkpoint has; `check_weights` compares a loaded checkpoint with it and names the tensor and both
 shapes on any mismatch, so a wrong config or a corrupt file fails at load time, not deep inside a matmul.
 

@@ -1,5 +1,5 @@
 """Talker prefill input -> codec frames: the talker MoE decoder, its codec head and the generation loop
-(FORMAT.md 6.7).
+(HF `Qwen3OmniMoeTalkerForConditionalGeneration`, driven by `Qwen3OmniMoeForConditionalGeneration.generate`).
 
 Each talker step emits codebook 0 of one 80 ms frame; the code predictor completes the frame; the whole frame
 (all G embeddings summed) plus one row of trailing text is the next talker input:
@@ -34,7 +34,8 @@ __all__ = ["Talker", "TalkerOutput", "golden_stage", "suppressed_ids", "referenc
 
 
 def suppressed_ids(vocab_size: int, eos_id: int) -> np.ndarray:
-    """Codec ids the talker may never emit: the special range [Vt-1024, Vt) except codec eos (FORMAT.md 6.5).
+    """Codec ids the talker may never emit: the special range [Vt-1024, Vt) except codec eos (the
+    `suppress_tokens` HF `Qwen3OmniMoeForConditionalGeneration.generate` gives the talker).
 
     (pad, bos, think markers and speaker ids are *inputs*; the only special the talker may say is "stop".)
     """

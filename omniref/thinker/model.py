@@ -1,4 +1,5 @@
-"""The Thinker: prompt ids + media features -> hidden states, logits, and generated text ids (FORMAT.md 6.4).
+"""The Thinker: prompt ids + media features -> hidden states, logits, generated text ids
+(HF `Qwen3OmniMoeThinkerForConditionalGeneration`).
 
     input_ids [L] ──embed_tokens──> [L, H] ──write audio/image/video features into their placeholders──> x
     x ── decoder layer 0 ──(+DeepStack 0 at visual rows)── layer 1 ──(+DeepStack 1)── ... ── final RMSNorm ── lm_head
@@ -9,7 +10,7 @@ as used by Qwen3-VL): the vision encoder also emits features from intermediate b
 the residual stream at the visual token rows right after decoder layer k, so low-level visual detail enters
 the language model a few layers deep instead of only at its input.
 
-Hidden-state recording (what `output_hidden_states` returns, FORMAT.md 6.4 / 9.2): index 0 = the fused
+Hidden-state recording (what HF `output_hidden_states=True` returns): index 0 = the fused
 input embeddings, index i = raw output of layer i-1 *before* its DeepStack addition, last index = the
 final-norm output. The talker's `accept_hidden_layer` indexes this same list.
 

@@ -1,4 +1,4 @@
-"""Token ids -> 3-D multimodal rope positions (FORMAT.md 6.3, the reference's `get_rope_index`).
+"""Token ids -> 3-D multimodal rope positions (HF `Qwen3OmniMoeThinkerForConditionalGeneration.get_rope_index`).
 
 Qwen3-Omni gives every token three position numbers instead of one: a temporal one, a height one and a width
 one (rows 0, 1, 2). Text advances all three together, so for a text-only prompt the three rows are the
@@ -21,7 +21,7 @@ Legend: L tokens, n clips/images/videos, t/h/w grid sizes in patches, m `spatial
 The walk below follows the reference's dispatch rules block by block (the order in which it looks for the
 next `<vision_start>` / `<audio_start>`, and the fact that text resumes at 1 + the maximum of the *last*
 block written), because the goldens were made by it and because the talker reuses the same rules with its own
-ids and `use_audio_in_video` forced off (FORMAT.md 6.6 step 5).
+ids and `use_audio_in_video` forced off (HF `Qwen3OmniMoeTalkerForConditionalGeneration.get_rope_index`).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ F32 = np.float32
 
 
 def audio_output_length(n_frames: int) -> int:
-    """Number of audio-encoder tokens for a clip of `n_frames` mel frames (FORMAT.md 6.1 `out_len`).
+    """Number of audio-encoder tokens for a clip of `n_frames` mel frames (HF `_get_feat_extract_output_lengths`).
 
     The audio encoder owns the definition (omniref.audio.encoder); the rope index and the prompt builder
     call it through this wrapper so that all three agree by construction.

@@ -1,4 +1,4 @@
-"""A conversation -> prompt token ids, with every media placeholder expanded to its token count (FORMAT.md 5.4).
+"""A conversation -> prompt token ids, every media placeholder expanded to its token count (HF Qwen3OmniMoeProcessor).
 
 The chat layout Qwen3-Omni was trained on ("system", "user", "assistant" and "\\n" are single tokens):
 
@@ -109,9 +109,9 @@ def media_tokens(item, ids: PromptIds, pps: float = PROCESSOR_POSITION_ID_PER_SE
         return [ids.vision_start] + [ids.video] * _n_visual(item.grid_thw, m) + [ids.vision_end]
     if isinstance(item, Video):
         t, h, w = (int(v) for v in item.grid_thw)
-        per_grid = _n_visual((1, h, w), m)
+        per_grid = _n_visual((1, h, w), m)                                 # tokens per temporal grid
         v_time = np.repeat(np.arange(t) * float(item.second_per_grid) * pps, per_grid)   # [t*h*w/m^2] float64
-        n_audio = audio_output_length(item.audio_frames)
+        n_audio = audio_output_length(item.audio_frames)                  # audio tokens of the video's clip
         body, iv, ia = [], 0, 0
         while iv < len(v_time) and ia < n_audio:          # merge by time, video first on ties
             if v_time[iv] <= ia:
@@ -148,8 +148,8 @@ def chat_prompt(ids: PromptIds, user, system=None, encode: Callable[[str], list[
     if system is not None:
         toks += [ids.im_start, ids.system, ids.nl] + _content(system, ids, encode) + [ids.im_end, ids.nl]
     toks += [ids.im_start, ids.user, ids.nl] + _content(user, ids, encode) + [ids.im_end, ids.nl]
-    toks += [ids.im_start, ids.assistant, ids.nl]
-    return np.asarray(toks, dtype=np.int64)
+    toks += [ids.im_start, ids.assistant, ids.nl]                        # the model continues from here
+    return np.asarray(toks, dtype=np.int64)                             # [L]
 
 
 def newline_token_id(checkpoint_dir, tokenizer=None) -> int | None:

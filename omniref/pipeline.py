@@ -1,9 +1,8 @@
 """The whole chain in one screen: speech + photo + text in, text + 24 kHz speech out.
 
-    waveform ─mel.extract_features─> log-mel [1, 128, F] ─┐
-    photo ─preprocess_image─> patches [P, 3·2·p·p] ────────┤  (the thinker encodes both itself)
-    chat_prompt (placeholders expanded) ─> ids [L] ────────┴─> Thinker.generate ─> text ids [N]
-                                                    + thinker states (embeddings, accept_hidden_layer)
+    waveform, photo, text ids ─build_prompt─> log-mel [1, 128, F], patches [P, 3·2·p·p], prompt ids [L]
+       ─> encode_media (audio and vision encoders) ─> audio rows [Na, H], image rows [Ni, H] (+ DeepStack)
+       ─> Thinker.generate ─> text ids [N] + thinker states (embeddings, accept_hidden_layer)
        ─> build_talker_inputs ─> Talker.generate (codebook 0 per step; code predictor: 1..G-1) ─> codes [G, T]
        ─> Code2Wav.chunked_decode(codes, 300, 25) ─> wav [S] at 24 kHz
 

@@ -124,6 +124,7 @@ class Talker:
         seeded generator. progress: a tqdm bar (thinker.sampling.progress_bar; None = only over 64 steps).
         """
         x, p = self._checked_inputs(inputs, max_new_tokens)                 # [Lt, Dt], [3, Lt]
+        max_new_tokens = int(max_new_tokens)                                # 4096.0 is fine too
         sampling = sampling if sampling is not None else SamplingConfig(repetition_penalty=1.05)
         rng = sampling.generator()
         cp_sampling = code_predictor_sampling(sampling)

@@ -200,7 +200,8 @@ class Thinker:
         if record_layer is not None and not 0 <= record_layer <= self.text.num_hidden_layers:
             raise ValueError(f"record_layer {record_layer} outside 0..{self.text.num_hidden_layers}")
         sampling = sampling or SamplingConfig()
-        rng, eos = sampling.generator(), self.config.im_end_token_id if eos_token_id is None else int(eos_token_id)
+        rng = sampling.generator()
+        eos = self.config.im_end_token_id if eos_token_id is None else int(eos_token_id)
         cache = KVCache()
         res = self.prefill(prompt, media, cache)
         L, hs = res.position_ids.shape[1], res.hidden_states

@@ -17,7 +17,7 @@ import scipy.signal
 
 from omniref.audio import mel, wav
 from omniref.golden import Case
-from omniref.course import data_file, repo_root, show
+from omniref.course import check, data_file, repo_root, show
 
 ROOT = repo_root()                                                      # the clone (tests/golden/ lives here)
 SR, N_FFT, HOP = mel.SAMPLING_RATE, mel.N_FFT, mel.HOP_LENGTH
@@ -174,3 +174,18 @@ for case in map(Case, case_dirs):
 checked = [d.name for d in case_dirs if "mel.input_features" in Case(d).golden]
 assert "mel_multi" in checked and "tiny_f32" in checked
 print(f"checked cases: {checked}")
+
+# %% [markdown]
+# ## Exercises
+# Check an answer here with `check("01.1", your_function)`, or from a file with
+# `python -m omniref.course check 01.1 answers.py` (`python -m omniref.course list` shows every task).
+#
+# - **01.1** (implement) `hertz_to_mel(f)`: the Slaney mel scale of section 3 for a float array of frequencies.
+# - **01.2** (predict a count) `n_frames(n_samples)`: how many log-mel frames `extract_features` returns for a clip of n samples.
+
+# %%
+def hertz_to_mel(f):
+    raise NotImplementedError        # your answer
+
+
+check("01.1", hertz_to_mel)

@@ -19,7 +19,7 @@ from omniref.audio import encoder, mel, wav
 from omniref.config import load_config
 from omniref.golden import Case
 from omniref.weights import load_weights
-from omniref.course import data_file, repo_root, show
+from omniref.course import check, data_file, repo_root, show
 
 ROOT = repo_root()                                                      # the clone (tests/golden/ lives here)
 # model cases whose checkpoint has an audio tower (a code2wav-only case has a config but no audio weights)
@@ -191,3 +191,18 @@ for case in map(Case, CASE_DIRS):
             print(f"{case.name:>12} {key:24s} {str(value.shape):10s} rel err {rel:.1e}")
             assert rel <= 1e-4
 print(f"checked cases: {[d.name for d in CASE_DIRS]}")
+
+# %% [markdown]
+# ## Exercises
+# Check an answer here with `check("02.2", your_function)`, or from a file with
+# `python -m omniref.course check 02.2 answers.py` (`python -m omniref.course list` shows every task).
+#
+# - **02.1** (implement) `conv_length(n)`: frames left after the three kernel-3, stride-2, padding-1 convolutions.
+# - **02.2** (predict a count) `audio_tokens(n_frames)`: audio tokens of a clip of n mel frames (100-frame chunks, section 1).
+
+# %%
+def audio_tokens(n_frames):
+    raise NotImplementedError        # your answer
+
+
+check("02.2", audio_tokens)

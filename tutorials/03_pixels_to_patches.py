@@ -18,7 +18,7 @@ from matplotlib.patches import Rectangle
 from omniref.config import qwen3_omni_30b_a3b_instruct
 from omniref.tiny import load_tiny
 from omniref.vision import encoder, preprocess as pp
-from omniref.course import data_file, repo_root, show
+from omniref.course import check, data_file, repo_root, show
 
 ROOT = repo_root()                                                      # the clone (tests/golden/ lives here)
 REAL = qwen3_omni_30b_a3b_instruct().thinker_config.vision_config     # the published 30B-A3B vision tower
@@ -240,3 +240,18 @@ for d in sorted((ROOT / "tests" / "golden").glob("*")):
             print(f"{case.name:>12} {key:<28} rel {rel:.1e}")
             assert rel <= tol, key
 print("preprocessing and encoder match the reference on every shipped case that has them")
+
+# %% [markdown]
+# ## Exercises
+# Check an answer here with `check("03.2", your_function)`, or from a file with
+# `python -m omniref.course check 03.2 answers.py` (`python -m omniref.course list` shows every task).
+#
+# - **03.1** (implement) `smart_resize(height, width, factor)`: the resize rule of section 2, pixel budget included.
+# - **03.2** (predict a count) `image_tokens(height, width)`: visual tokens of an H×W photo (patch 16, merge 2).
+
+# %%
+def image_tokens(height, width):
+    raise NotImplementedError        # your answer
+
+
+check("03.2", image_tokens)

@@ -20,7 +20,7 @@ from omniref.config import qwen3_omni_30b_a3b_instruct
 from omniref.decoder import rope_cos_sin, rope_inv_freq
 from omniref.thinker.positions import RopeIds, decode_positions, rope_ids_from_config, rope_index
 from omniref.thinker.prompt import Audio, Image, PromptIds, chat_prompt
-from omniref.course import case as golden_case, show
+from omniref.course import check, case as golden_case, show
 
 # %% [markdown]
 # ## 1. 1-D RoPE: rotate pairs of channels by an angle proportional to the position
@@ -143,3 +143,24 @@ for name in ("tiny_f32", "tiny_bf16_sharded"):
                                     use_audio_in_video=bool(g["thinker.use_audio_in_video"]))
     assert np.array_equal(ref_pos, g["thinker.position_ids"][:, 0]) and ref_delta == g["thinker.rope_deltas"][0, 0]
     print(f"{name}: {ref_pos.shape[1]} positions identical to the reference, rope_delta {ref_delta:.0f}")
+
+# %% [markdown]
+# ## Exercises
+# Check an answer here with `check("04.2", your_function)`, or from a file with
+# `python -m omniref.course check 04.2 answers.py` (`python -m omniref.course list` shows every task).
+#
+# - **04.1** (implement) `rope_cos_sin(positions, head_dim, theta)`: 1-D RoPE tables [L, hd] in the split-half layout.
+# - **04.2** (find the planted bug) `rotate_half(x)`: `rotate_half_buggy` below pairs channel 2i with 2i+1 (the GPT-J layout), so q·k no longer depends on the relative position only with Qwen's tables. Write the split-half version.
+
+# %%
+def rotate_half_buggy(x):
+    out = np.empty_like(x)
+    out[..., 0::2], out[..., 1::2] = -x[..., 1::2], x[..., 0::2]
+    return out
+
+
+def rotate_half(x):
+    raise NotImplementedError        # your answer
+
+
+check("04.2", rotate_half)

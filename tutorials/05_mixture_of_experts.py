@@ -19,7 +19,7 @@ from omniref import nn
 from omniref.config import qwen3_omni_30b_a3b_instruct
 from omniref.decoder import moe, swiglu
 from omniref.thinker.model import Thinker, prompt_from_case
-from omniref.course import case as golden_case, show
+from omniref.course import check, case as golden_case, show
 
 # %% [markdown]
 # ## 1. A model and a prompt
@@ -136,3 +136,18 @@ for i, h in enumerate(res.hidden_states):
 err = np.abs(res.logits_last - g["thinker.logits_last"][0]).max() / np.abs(g["thinker.logits_last"]).max()
 print(f"tiny_f32: {len(res.hidden_states)} hidden states and logits_last match the reference (rel err {err:.1e})")
 assert err < 1e-4
+
+# %% [markdown]
+# ## Exercises
+# Check an answer here with `check("05.1", your_function)`, or from a file with
+# `python -m omniref.course check 05.1 answers.py` (`python -m omniref.course list` shows every task).
+#
+# - **05.1** (implement) `route(probs, k, norm_topk_prob)`: the chosen experts [L, k] (best first) and their mixing weights [L, k].
+# - **05.2** (implement) `swiglu(x, gate, up, down)`: one expert, `down(silu(gate x) ⊙ up x)`.
+
+# %%
+def route(probs, k, norm_topk_prob):
+    raise NotImplementedError        # your answer
+
+
+check("05.1", route)

@@ -23,7 +23,7 @@ from omniref.golden import Case
 from omniref.talker import Talker
 from omniref.talker.inputs import user_positions
 from omniref.talker.model import suppressed_ids
-from omniref.course import repo_root, show
+from omniref.course import check, repo_root, show
 
 ROOT = repo_root()                                                      # the clone (tests/golden/ lives here)
 
@@ -174,3 +174,18 @@ axes[1].legend(fontsize=7)
 fig.tight_layout()
 show(fig, "06_codes_and_scores")
 assert g, "tests/golden/ must hold a case with the talker stage"
+
+# %% [markdown]
+# ## Exercises
+# Check an answer here with `check("06.1", your_function)`, or from a file with
+# `python -m omniref.course check 06.1 answers.py` (`python -m omniref.course list` shows every task).
+#
+# - **06.1** (implement) `suppressed_ids(vocab_size, eos_id)`: the codec ids the talker may never emit.
+# - **06.2** (implement) `repetition_penalty(logits, previous, penalty)`: the CTRL rule of section 4.
+
+# %%
+def suppressed_ids(vocab_size, eos_id):
+    raise NotImplementedError        # your answer
+
+
+check("06.1", suppressed_ids)

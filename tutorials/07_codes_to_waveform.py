@@ -28,7 +28,7 @@ from omniref.codec.rvq import fit_rvq, rvq_decode, rvq_encode, rvq_errors
 from omniref.config import Code2WavConfig
 from omniref.golden import Case
 from omniref.tiny import load_tiny
-from omniref.course import data_file, repo_root, show
+from omniref.course import check, data_file, repo_root, show
 
 ROOT = repo_root()                                                      # the clone (tests/golden/ lives here)
 
@@ -269,3 +269,18 @@ ax[1].legend(fontsize=7)
 fig.tight_layout()
 show(fig, "07_streaming")
 assert case is not None, "tests/golden/ must hold a case with a Code2Wav stage"
+
+# %% [markdown]
+# ## Exercises
+# Check an answer here with `check("07.1", your_function)`, or from a file with
+# `python -m omniref.course check 07.1 answers.py` (`python -m omniref.course list` shows every task).
+#
+# - **07.1** (predict a count) `output_length(T, upsampling_ratios, upsample_rates)`: samples produced from T frames (section 2).
+# - **07.2** (implement) `embed_codes(codes, table, codebook_size)`: the mean of each frame's Q codebook rows (section 1).
+
+# %%
+def output_length(T, upsampling_ratios, upsample_rates):
+    raise NotImplementedError        # your answer
+
+
+check("07.1", output_length)

@@ -15,7 +15,7 @@ from PIL import Image
 from omniref.golden import Case
 from omniref.vision import preprocess as pp
 
-PIXEL_REL = 1e-6      # FORMAT 7: image/video pixel values
+PIXEL_REL = 1e-6      # docs/golden_format.md §7: image/video pixel values
 
 
 def _rel(a, b) -> float:

@@ -1,4 +1,5 @@
-"""Log-mel features -> audio embeddings: the thinker's audio encoder `thinker.audio_tower` (FORMAT.md 6.1).
+"""Log-mel features -> audio embeddings: the thinker's audio encoder `thinker.audio_tower`
+(keys: docs/golden_format.md §6.1).
 
     features [M, T] --split into chunks of 2*n_window frames, zero-pad to the longest chunk--> [C, M, Tc]
       --3 x (conv 3x3 stride 2 + GELU)--> [C, M/8, Tc/8, ds] --flatten, conv_out, + sinusoid(0..)--> [C, t, d]

@@ -1,4 +1,4 @@
-"""Code2Wav: residual-VQ speech codes -> 24 kHz waveform (FORMAT.md 6.8).
+"""Code2Wav: residual-VQ speech codes -> 24 kHz waveform (docs/golden_format.md §6.8).
 
 The talker emits, every 80 ms (12.5 Hz), one code per quantizer. Code2Wav turns that [Q, T] grid into sound
 with a fully causal network, so audio can stream out while the talker is still speaking:
@@ -10,7 +10,7 @@ with a fully causal network, so audio can stream out while the talker is still s
                  SnakeBeta, transposed conv ×r (channels halve), 3 dilated residual units (d = 1, 3, 9)
       --SnakeBeta, causal conv -> 1 channel, clamp to [-1, 1]--> wav [S]                          (24 kHz)
 
-Two conventions explain every sample count (FORMAT.md 6.8, reference behaviour 9.7):
+Two conventions explain every sample count (docs/golden_format.md §6.8, reference behaviour 9.7):
   * causal conv: pad d·(k-1) zeros on the LEFT only, so output t never sees input t+1 ("no future").
   * causal transposed conv (kernel K, stride r): the full transposed conv has (n-1)·r + K samples; the
     reference trims K - r at the start AND at the end. With K = 2r every decoder block loses r samples,
@@ -224,7 +224,7 @@ def decoder_block(x: np.ndarray, w: Mapping, p: str, rate: int) -> np.ndarray:
 
 
 def output_length(T: int, cfg: Code2WavConfig) -> int:
-    """Samples produced by one forward over T frames (FORMAT.md 6.8, step 4).
+    """Samples produced by one forward over T frames (docs/golden_format.md §6.8, step 4).
 
     Upsampling stages (kernel = stride = r) multiply exactly; each decoder block (kernel 2r) turns n into
     (n - 1)·r. Default config: ((((4T-1)·8-1)·5-1)·4-1)·3 = 1920·T - 555.
@@ -320,7 +320,7 @@ class Code2Wav:
 
     def chunked_decode(self, codes, chunk_size: int = 300, left_context_size: int = 25) -> np.ndarray:
         """Streaming decode: chunks of `chunk_size` frames, each re-run with up to `left_context_size`
-        earlier frames as context whose samples are then dropped (FORMAT.md 6.8, step 5).
+        earlier frames as context whose samples are then dropped (docs/golden_format.md §6.8, step 5).
         codes [Q, T] -> [S'] or [B, Q, T] -> [B, 1, S'],  S' = Σ_chunks output_length(chunk) (1920·T - 555·chunks).
 
         A chunk equals the matching stretch of the one-shot output only where the left context covers the

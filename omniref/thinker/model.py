@@ -245,7 +245,7 @@ class GenerateResult:
 # Golden stage (`python -m omniref verify CASE --stage thinker`)
 # ---------------------------------------------------------------------------------------------------------
 def prompt_from_case(case) -> ThinkerPrompt:
-    """The stage inputs of FORMAT.md 6.4 from a golden case."""
+    """The stage inputs of docs/golden_format.md §6.4 from a golden case."""
     g = case.golden
     get = lambda k: g[k] if k in g else None
     return ThinkerPrompt(

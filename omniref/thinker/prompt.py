@@ -214,7 +214,7 @@ def build_prompt(ids: PromptIds, vision_config, *, audio=(), images=(), video=No
 
 
 def golden_processor_stage(case) -> dict[str, np.ndarray]:
-    """`processor.input_ids` (FORMAT.md 5.4): <vision_start><image_pad><vision_end><vision_start><video_pad>
+    """`processor.input_ids` (docs/golden_format.md §5.4): <vision_start><image_pad><vision_end><vision_start><video_pad>
     <vision_end> expanded with the case's image/video grids. The token ids come from meta.json `token_ids`,
     else config.json, else the `name=id` pairs documented in the key's meaning; without them the stage is
     reported MISSING."""

@@ -1,4 +1,5 @@
-"""Patches -> visual tokens: the Qwen3-Omni vision encoder `thinker.visual` with its DeepStack taps (FORMAT 6.2).
+"""Patches -> visual tokens: the Qwen3-Omni vision encoder `thinker.visual` with its DeepStack taps
+(keys: docs/golden_format.md §6.2).
 
     pixel_values [P, D]                  (rows in merge-block order, from vision/preprocess.py)
       -> patch_embed: one matmul          [P, hv]   (a Conv3d whose kernel equals its stride)
@@ -79,7 +80,7 @@ def linspace_f32(stop: int, n: int) -> np.ndarray:
 
 
 def position_embeddings(pos_table: np.ndarray, grid_thw: np.ndarray, merge_size: int) -> np.ndarray:
-    """Learned s x s position grid [s², hv] -> [P, hv] for every patch (FORMAT 6.2 step 2).
+    """Learned s x s position grid [s², hv] -> [P, hv] for every patch (docs/golden_format.md §6.2 step 2).
 
     Bilinear interpolation with aligned corners: patch row r of h maps to table row r*(s-1)/(h-1), so the
     grid's corners land on the table's corners whatever the image size. Each patch blends its 4 neighbouring

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _native, backend, nn
+from . import _native, backend
+from .backend import ops
 
 GF = 1e9
 PARTS = ("kernels", "attention", "bf16", "thinker", "code2wav", "audio")
@@ -103,7 +104,7 @@ def bench_attention(quick: bool) -> dict:
     rng = np.random.default_rng(1)
     q, k, v = (rng.standard_normal((H, L, D), dtype=np.float32) for _ in range(3))
     flops = 2 * 2.0 * H * L * L * D / 2  # QK^T and PV, causal half
-    t = both(lambda: nn.attention(q, k, v, causal=True), 1 if quick else 2)
+    t = both(lambda: ops.attention(q, k, v, causal=True), 1 if quick else 2)
     res = {"shape": [H, L, D], "numpy_s": t["numpy"], "cpp_s": t["cpp"], "cpp_gflops": flops / t["cpp"] / GF,
            "ratio_vs_numpy": t["numpy"] / t["cpp"], "target_vs_numpy": 3.0}
     try:  # optional: torch's SDPA, only when torch happens to be installed
@@ -191,12 +192,12 @@ def bench_thinker(quick: bool) -> dict:
         t0 = time.perf_counter()
         cos, sin = rope_cos_sin(pos3(0, L), hd, theta, sec)
         h = dec.forward(embed[ids], cos, sin, cache)
-        tok = int(np.argmax(nn.linear(h[-1:], lm_head)[0]))
+        tok = int(np.argmax(ops.linear(h[-1:], lm_head)[0]))
         t1 = time.perf_counter()
         for s in range(new - 1):  # greedy decode, logits only for the last position
             cos, sin = rope_cos_sin(pos3(L + s, 1), hd, theta, sec)
             h = dec.forward(embed[[tok]], cos, sin, cache)
-            tok = int(np.argmax(nn.linear(h, lm_head)[0]))
+            tok = int(np.argmax(ops.linear(h, lm_head)[0]))
         return t1 - t0, (new - 1) / (time.perf_counter() - t1)
 
     res = {"layers": layers, "prompt_tokens": L, "new_tokens": new}

@@ -123,7 +123,7 @@ def test_moe_equals_dense_mixture(norm, shared):
     w = _moe_weights(E, H, I, shared)
     x = rng.standard_normal((L, H), dtype=np.float32)
     stats = []
-    got = moe(x, w, "", E, k, norm, stats=stats)
+    got = moe(x, w, "", E, k, norm, stats=stats, shared_expert=shared)
     x64 = x.astype(np.float64)
     logits = x64 @ w["gate.weight"].T
     p = np.exp(logits - logits.max(-1, keepdims=True))
@@ -174,7 +174,7 @@ def test_decoder_cache_matches_full_recompute():
                   p + "mlp.gate_proj.weight": rng.standard_normal((8, H), dtype=np.float32) * 0.3,
                   p + "mlp.up_proj.weight": rng.standard_normal((8, H), dtype=np.float32) * 0.3,
                   p + "mlp.down_proj.weight": rng.standard_normal((H, 8), dtype=np.float32) * 0.3})
-    dec = Decoder(w, 2, nh, nkv, hd, 1e-6, sliding_window=4)
+    dec = Decoder(w, 2, nh, nkv, hd, 1e-6, sliding_window=4, qk_norm=False)
     x = rng.standard_normal((L, H), dtype=np.float32)
     cos, sin = rope_cos_sin(np.arange(L, dtype=np.float32), hd, 100.0)
     full = dec.forward(x, cos, sin)

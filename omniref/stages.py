@@ -101,7 +101,7 @@ def vision_video_stage(case) -> dict[str, np.ndarray]:
 # thinker: prompt + media -> positions, hidden states, logits, generated ids
 # ---------------------------------------------------------------------------------------------------------
 def prompt_from_case(case) -> ThinkerPrompt:
-    """The stage inputs of FORMAT.md 6.4 from a golden case."""
+    """The thinker stage's inputs (prompt ids, mel features, pixels, grids) from a golden case."""
     g = case.golden
     get = lambda k: g[k] if k in g else None
     return ThinkerPrompt(

@@ -1,4 +1,5 @@
-"""Log-mel features -> audio embeddings: the thinker's audio encoder `thinker.audio_tower` (FORMAT.md 6.1).
+"""Log-mel features -> audio embeddings: the thinker's audio encoder `thinker.audio_tower`
+(transformers' `Qwen3OmniMoeAudioEncoder`).
 
     features [M, T] --split into chunks of 2*n_window frames, zero-pad to the longest chunk--> [C, M, Tc]
       --3 x (conv 3x3 stride 2 + GELU)--> [C, M/8, Tc/8, ds] --flatten, conv_out, + sinusoid(0..)--> [C, t, d]
@@ -141,7 +142,8 @@ def conv_stem(w, cfg, chunks):
 
 
 def encoder_layer(w, x, n_heads, segments, act):
-    """One pre-norm transformer layer with block-diagonal self-attention.  [N, d] -> [N, d]
+    """One pre-norm transformer layer with block-diagonal self-attention (`Qwen3OmniMoeAudioEncoderLayer`).
+    [N, d] -> [N, d]
 
     w: weights of `layers.{i}.` (relative keys). Attention is bidirectional inside a window, absent across.
     """

@@ -1,4 +1,5 @@
-"""Waveform -> log-mel features, exactly as Qwen3-Omni's processor computes them (FORMAT.md 5.1).
+"""Waveform -> log-mel features, exactly as Qwen3-Omni's processor computes them
+(transformers' `WhisperFeatureExtractor`).
 
 The processor is Whisper's feature extractor with 128 mel bins, `n_fft` 400 (25 ms), hop 160 (10 ms) at
 16 kHz, no dither, padding to the longest clip of the call and no truncation. The chain, one function each:
@@ -147,7 +148,7 @@ def check_waveform(waveform, name="waveform"):
 
 def extract_features(waveforms, num_mel_bins=NUM_MEL_BINS, n_fft=N_FFT, hop_length=HOP_LENGTH,
                      sampling_rate=SAMPLING_RATE):
-    """Log-mel features of several clips in one call, padded to the longest clip (FORMAT.md 5.1).
+    """Log-mel features of several clips in one call, padded to the longest clip (`WhisperFeatureExtractor.__call__`).
 
     waveforms: one [N] array or a list of B arrays [N_b] (mono, already at `sampling_rate`).
     Returns (input_features [B, M, T] float32, attention_mask [B, T] int32) with T = max N_b // hop.

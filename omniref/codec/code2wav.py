@@ -1,4 +1,4 @@
-"""Code2Wav: residual-VQ speech codes -> 24 kHz waveform (FORMAT.md 6.8).
+"""Code2Wav: residual-VQ speech codes -> 24 kHz waveform (transformers' `Qwen3OmniMoeCode2Wav`).
 
 The talker emits, every 80 ms (12.5 Hz), one code per quantizer. Code2Wav turns that [Q, T] grid into sound
 with a fully causal network, so audio can stream out while the talker is still speaking:
@@ -10,7 +10,8 @@ with a fully causal network, so audio can stream out while the talker is still s
                  SnakeBeta, transposed conv ×r (channels halve), 3 dilated residual units (d = 1, 3, 9)
       --SnakeBeta, causal conv -> 1 channel, clamp to [-1, 1]--> wav [S]                          (24 kHz)
 
-Two conventions explain every sample count (FORMAT.md 6.8, reference behaviour 9.7):
+Two conventions explain every sample count (`Qwen3OmniMoeCausalConvNet`,
+`Qwen3OmniMoeCausalTransConvNet`):
   * causal conv: pad d·(k-1) zeros on the LEFT only, so output t never sees input t+1 ("no future").
   * causal transposed conv (kernel K, stride r): the full transposed conv has (n-1)·r + K samples; the
     reference trims K - r at the start AND at the end. With K = 2r every decoder block loses r samples,
@@ -65,7 +66,8 @@ def embed_codes(codes: np.ndarray, table: np.ndarray, codebook_size: int) -> np.
 # 2. Pre-transformer: Qwen3 decoder layers over the code frames (12.5 Hz, sliding window)
 # ----------------------------------------------------------------------------------------------------------
 def pre_transformer(x: np.ndarray, w: Mapping, cfg: Code2WavConfig) -> np.ndarray:
-    """Qwen3 decoder layers over the code frames (omniref/decoder.py).  [T, Hc] -> [T, Hc]
+    """Qwen3 decoder layers over the code frames (`Qwen3OmniMoeCode2WavTransformerModel`; omniref/decoder.py).
+    [T, Hc] -> [T, Hc]
 
     What makes it Code2Wav's: no q/k norm (the checkpoint has no q_norm keys), plain 1-D RoPE over frames
     0..T-1, causal attention limited to a sliding window (frame t sees t-sliding_window+1 .. t, so streaming
@@ -84,7 +86,7 @@ def pre_transformer(x: np.ndarray, w: Mapping, cfg: Code2WavConfig) -> np.ndarra
 #    defined in omniref/nn.py and called through `ops`.
 # ----------------------------------------------------------------------------------------------------------
 def convnext_block(x: np.ndarray, w: Mapping, p: str) -> np.ndarray:
-    """ConvNeXt block (Liu et al. 2022) on audio.  x [N, C] -> [N, C]
+    """ConvNeXt block (Liu et al. 2022; `Qwen3OmniMoeConvNeXtBlock`) on audio.  x [N, C] -> [N, C]
 
     causal depthwise conv (k=7) -> LayerNorm over channels -> Linear C->4C -> GELU -> Linear 4C->C,
     scaled by `gamma` and added to the input.
@@ -97,7 +99,8 @@ def convnext_block(x: np.ndarray, w: Mapping, p: str) -> np.ndarray:
 
 
 def residual_unit(x: np.ndarray, w: Mapping, p: str, dilation: int) -> np.ndarray:
-    """x + conv2(Snake(conv1(Snake(x)))), conv1 causal k=7 with `dilation`, conv2 k=1.  [N, C] -> [N, C]
+    """x + conv2(Snake(conv1(Snake(x)))), conv1 causal k=7 with `dilation`, conv2 k=1
+    (`Qwen3OmniMoeCode2WavDecoderResidualUnit`).  [N, C] -> [N, C]
 
     Dilations 1, 3, 9 let three units see 6·(1+3+9) = 78 past samples at this stage's rate.
     """
@@ -108,7 +111,8 @@ def residual_unit(x: np.ndarray, w: Mapping, p: str, dilation: int) -> np.ndarra
 
 
 def decoder_block(x: np.ndarray, w: Mapping, p: str, rate: int) -> np.ndarray:
-    """SnakeBeta -> transposed conv ×rate (kernel 2·rate, channels halve) -> residual units d = 1, 3, 9.
+    """SnakeBeta -> transposed conv ×rate (kernel 2·rate, channels halve) -> residual units d = 1, 3, 9
+    (`Qwen3OmniMoeCode2WavDecoderBlock`).
     x [n, C] -> [(n-1)·rate, C/2]"""
     x = ops.snake_beta(x, w[p + "block.0.alpha"], w[p + "block.0.beta"])
     x = ops.causal_trans_conv(x, w[p + "block.1.conv.weight"], w[p + "block.1.conv.bias"], rate)
@@ -118,7 +122,7 @@ def decoder_block(x: np.ndarray, w: Mapping, p: str, rate: int) -> np.ndarray:
 
 
 def output_length(T: int, cfg: Code2WavConfig) -> int:
-    """Samples produced by one forward over T frames (FORMAT.md 6.8, step 4).
+    """Samples produced by one forward over T frames (`Qwen3OmniMoeCode2Wav.forward`).
 
     Upsampling stages (kernel = stride = r) multiply exactly; each decoder block (kernel 2r) turns n into
     (n - 1)·r. Default config: ((((4T-1)·8-1)·5-1)·4-1)·3 = 1920·T - 555.
@@ -214,7 +218,7 @@ class Code2Wav:
 
     def chunked_decode(self, codes, chunk_size: int = 300, left_context_size: int = 25) -> np.ndarray:
         """Streaming decode: chunks of `chunk_size` frames, each re-run with up to `left_context_size`
-        earlier frames as context whose samples are then dropped (FORMAT.md 6.8, step 5).
+        earlier frames as context whose samples are then dropped (`Qwen3OmniMoeCode2Wav.chunked_decode`).
         codes [Q, T] -> [S'] or [B, Q, T] -> [B, 1, S'],  S' = Σ_chunks output_length(chunk) (1920·T - 555·chunks).
 
         A chunk equals the matching stretch of the one-shot output only where the left context covers the

@@ -1,4 +1,5 @@
-"""Patches -> visual tokens: the Qwen3-Omni vision encoder `thinker.visual` with its DeepStack taps (FORMAT 6.2).
+"""Patches -> visual tokens: the Qwen3-Omni vision encoder `thinker.visual` with its DeepStack taps
+(transformers' `Qwen3OmniMoeVisionEncoder`).
 
     pixel_values [P, D]                  (rows in merge-block order, from vision/preprocess.py)
       -> patch_embed: one matmul          [P, hv]   (a Conv3d whose kernel equals its stride)
@@ -78,7 +79,8 @@ def linspace_f32(stop: int, n: int) -> np.ndarray:
 
 
 def position_embeddings(pos_table: np.ndarray, grid_thw: np.ndarray, merge_size: int) -> np.ndarray:
-    """Learned s x s position grid [s², hv] -> [P, hv] for every patch (FORMAT 6.2 step 2).
+    """Learned s x s position grid [s², hv] -> [P, hv] for every patch
+(`Qwen3OmniMoeVisionEncoder.fast_pos_embed_interpolate`).
 
     Bilinear interpolation with aligned corners: patch row r of h maps to table row r*(s-1)/(h-1), so the
     grid's corners land on the table's corners whatever the image size. Each patch blends its 4 neighbouring
@@ -136,7 +138,7 @@ def _activation(name: str):
 
 def vision_block(x: np.ndarray, w, num_heads: int, cos: np.ndarray, sin: np.ndarray, segments: np.ndarray,
                  act) -> np.ndarray:
-    """One pre-norm ViT block. x [P, hv] -> [P, hv]; `w` holds the block's weights (`attn.qkv.weight`, ...)."""
+    """One pre-norm ViT block (`Qwen3OmniMoeVisionBlock`). x [P, hv] -> [P, hv]; `w` holds the block's weights (`attn.qkv.weight`, ...)."""
     P, hv = x.shape
     hd = hv // num_heads
     hn = ops.layer_norm(x, w["norm1.weight"], w["norm1.bias"], LN_EPS)
@@ -154,7 +156,8 @@ def vision_block(x: np.ndarray, w, num_heads: int, cos: np.ndarray, sin: np.ndar
 
 
 def patch_merger(x: np.ndarray, w, merge_size: int, postshuffle_norm: bool) -> np.ndarray:
-    """[P, hv] -> [P/m², O]: m² consecutive rows (one merge block) become one token through an MLP.
+    """[P, hv] -> [P/m², O]: m² consecutive rows (one merge block) become one token through an MLP
+    (`Qwen3OmniMoeVisionPatchMerger`).
 
     The final merger normalises each patch (LayerNorm over hv) before grouping; the DeepStack mergers
     (`postshuffle_norm`) normalise the grouped m²·hv row instead. MLP: fc -> GELU (erf) -> fc.

@@ -216,29 +216,6 @@ def attention(q, k, v, causal=False, sliding_window=None, segments=None, mask=No
 
 
 # ---------------------------------------------------------------------------------------------------------
-# MoE dispatch helper (pure NumPy: the grouping is cheap, the expert matmuls go through `linear`)
-# ---------------------------------------------------------------------------------------------------------
-def group_by_expert(topk_idx: np.ndarray, num_experts: int):
-    """Group (token, slot) pairs by chosen expert so each used expert runs once on its tokens.
-
-    topk_idx [L, k] int -> (order [L*k] flat indices into topk_idx sorted by expert (stable),
-    offsets [E+1]: expert e owns order[offsets[e]:offsets[e+1]]). Experts with no tokens get an empty range
-    and must not be touched (their weights are never read).
-    """
-    idx = np.asarray(topk_idx)
-    if not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 2:
-        raise TypeError(f"group_by_expert: topk_idx must be an integer [L, k] array, got {idx.dtype} {idx.shape}")
-    if idx.size and (idx.min() < 0 or idx.max() >= num_experts):
-        raise ValueError(f"group_by_expert: expert ids must be in [0, {num_experts}), got range "
-                         f"[{idx.min()}, {idx.max()}]")
-    flat = idx.reshape(-1)
-    order = np.argsort(flat, kind="stable")  # [L*k]
-    counts = np.bincount(flat, minlength=num_experts)  # [E]
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # [E+1]
-    return order, offsets
-
-
-# ---------------------------------------------------------------------------------------------------------
 # fused mixture of experts (csrc/moe.cpp)
 # ---------------------------------------------------------------------------------------------------------
 def _check_moe(x, chosen, mix, experts):

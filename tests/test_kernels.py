@@ -251,17 +251,6 @@ def test_isa_controls():
         _native.set_isa("sse9")
 
 
-def test_group_by_expert():
-    idx = np.array([[3, 1], [1, 0], [3, 2]])
-    order, offsets = _native.group_by_expert(idx, 5)
-    assert offsets.tolist() == [0, 1, 3, 4, 6, 6]  # expert 4 unused: empty range
-    flat = idx.reshape(-1)
-    for e in range(5):
-        assert np.all(flat[order[offsets[e]:offsets[e + 1]]] == e)
-    with pytest.raises(ValueError, match="expert ids"):
-        _native.group_by_expert(idx, 3)
-
-
 # ------------------------------------------------------------------------------------------- optional CUDA
 needs_gpu = pytest.mark.skipif(not (_native.available() and _native.cuda_available()),
                                reason="extension built without CUDA, or no GPU visible")

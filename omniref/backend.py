@@ -302,7 +302,6 @@ def attention_by_blocks(q: np.ndarray, k: np.ndarray, v: np.ndarray, segments: n
     return out
 
 
-
 # op name -> (specification, validated C++ wrapper or None). Every public function of nn is an op.
 OPS: dict[str, tuple] = {name: (getattr(nn, name), None) for name in nn.__all__}
 OPS.update({name: (getattr(nn, name), fn) for name, fn in (
@@ -318,16 +317,21 @@ def op(name: str):
         spec, fn = OPS[name]
     except KeyError:
         raise KeyError(f"no op named {name!r}; known: {', '.join(OPS)}") from None
-    return fn if fn is not None and active() == "cpp" else spec
+    if fn is None:                               # no kernel: the definition, whatever the backend
+        return spec
+    return fn if active() == "cpp" else spec
 
 
 class _Ops:
     """`ops.linear(...)` is `op("linear")(...)`: the one way the models call an op."""
 
-    def __getattr__(self, name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return op(name)
+    def __getattribute__(self, name: str):
+        # op(name), inlined: this runs a few hundred times per decoded token
+        pair = OPS.get(name)
+        if pair is None:
+            return object.__getattribute__(self, name) if name.startswith("__") else op(name)  # op: the KeyError
+        spec, fn = pair
+        return fn if fn is not None and active() == "cpp" else spec
 
     def __dir__(self):
         return list(OPS)

@@ -16,17 +16,19 @@ from .talker.model import Talker
 from .thinker.model import Thinker, ThinkerPrompt
 from .thinker.sampling import SamplingConfig
 from .vision.encoder import vision_forward
+from .vision.preprocess import (IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS, VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, preprocess_image,
+                                preprocess_video)
 
 F32 = np.float32
 
-__all__ = ["mel_stage", "audio_stage", "vision_stage", "vision_video_stage", "thinker_stage", "talker_stage",
+__all__ = ["mel_stage", "image_stage", "video_stage", "audio_stage", "vision_stage", "vision_video_stage", "thinker_stage", "talker_stage",
            "code2wav_stage", "case_waveforms", "prompt_from_case"]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # mel: waveform(s) -> log-mel features
 # ---------------------------------------------------------------------------------------------------------
-def _settings(case):
+def _mel_settings(case):
     """Extractor settings of a case: meta.json's recorded extractor init, else config.json, else defaults."""
     init = ((case.meta or {}).get("preprocessing", {}).get("feature_extractor", {}).get("init", {}))
     n_mels = init.get("feature_size")
@@ -49,9 +51,60 @@ def mel_stage(case):
     clips = case_waveforms(case)
     if not clips:
         return {}
-    features, mask = extract_features(clips, **_settings(case))
+    features, mask = extract_features(clips, **_mel_settings(case))
     out = {"mel.input_features": features, "mel.attention_mask": mask}
     return {k: v for k, v in out.items() if k in case.golden}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# image / video: raw pixels -> resized frames, patches, grids (the image and video processors)
+# ---------------------------------------------------------------------------------------------------------
+def _vision_settings(case, which: str) -> dict:
+    """Processor settings of a case: patch/merge/temporal sizes from config.json's vision_config (or, in
+    preprocessing-only cases, from meta.json's image_processor init), the pixel budget from meta.json."""
+    meta = getattr(case, "meta", None) or {}
+    pre = meta.get("preprocessing", {})
+    init = pre.get("image_processor", {}).get("init", {})
+    s = {"patch_size": init.get("patch_size"), "merge_size": init.get("merge_size"),
+         "temporal_patch_size": init.get("temporal_patch_size", 2)}
+    cfg = getattr(case, "config", None)
+    if cfg is not None:
+        vc = cfg.thinker_config.vision_config
+        s.update(patch_size=vc.patch_size, merge_size=vc.spatial_merge_size,
+                 temporal_patch_size=getattr(vc, "temporal_patch_size", 2))
+    if s["patch_size"] is None or s["merge_size"] is None:
+        raise ValueError(f"case {getattr(case, 'path', case)}: cannot find patch_size/merge_size in "
+                         "config.json or meta.json['preprocessing']")
+    if which == "image":
+        s["min_pixels"] = init.get("min_pixels", IMAGE_MIN_PIXELS)
+        s["max_pixels"] = init.get("max_pixels", IMAGE_MAX_PIXELS)
+    else:
+        size = pre.get("video_processor", {}).get("call_size", {})
+        s["min_pixels"] = size.get("shortest_edge", VIDEO_MIN_PIXELS)
+        s["max_pixels"] = size.get("longest_edge", VIDEO_MAX_PIXELS)
+    return s
+
+
+def image_stage(case) -> dict[str, np.ndarray]:
+    """`image.raw` -> `image.resized`, `image.pixel_values`, `image.grid_thw`."""
+    g = case.golden
+    if "image.raw" not in g:
+        return {}
+    out = preprocess_image(g["image.raw"], **_vision_settings(case, "image"))
+    got = {"image.resized": out.resized, "image.pixel_values": out.pixel_values, "image.grid_thw": out.grid_thw}
+    return {k: v for k, v in got.items() if k in g}
+
+
+def video_stage(case) -> dict[str, np.ndarray]:
+    """`video.raw`, `video.fps` -> `video.pixel_values`, `video.grid_thw`, `video.second_per_grid`."""
+    g = case.golden
+    if "video.raw" not in g:
+        return {}
+    fps = float(np.asarray(g["video.fps"]).reshape(-1)[0]) if "video.fps" in g else 1.0
+    out = preprocess_video(g["video.raw"], fps=fps, **_vision_settings(case, "video"))
+    got = {"video.pixel_values": out.pixel_values, "video.grid_thw": out.grid_thw,
+           "video.second_per_grid": np.array([out.second_per_grid], dtype=np.float32)}
+    return {k: v for k, v in got.items() if k in g}
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -48,9 +48,9 @@ class Stage:
 STAGES: list[Stage] = [
     Stage("mel", "omniref.stages:mel_stage", (("mel.waveform", "mel.waveform.0"),),
           ("mel.input_features", "mel.attention_mask")),
-    Stage("image", "omniref.vision.preprocess:golden_image_stage", (("image.raw",),),
+    Stage("image", "omniref.stages:image_stage", (("image.raw",),),
           ("image.resized", "image.pixel_values", "image.grid_thw")),
-    Stage("video", "omniref.vision.preprocess:golden_video_stage", (("video.raw",),),
+    Stage("video", "omniref.stages:video_stage", (("video.raw",),),
           ("video.pixel_values", "video.grid_thw", "video.second_per_grid")),
     Stage("processor", "omniref.thinker.prompt:golden_processor_stage",
           (("image.grid_thw", "video.grid_thw"),), ("processor.input_ids",)),

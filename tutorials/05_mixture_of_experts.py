@@ -18,7 +18,8 @@ import numpy as np
 from omniref import nn
 from omniref.config import qwen3_omni_30b_a3b_instruct
 from omniref.decoder import moe, swiglu
-from omniref.thinker.model import Thinker, prompt_from_case
+from omniref.stages import prompt_from_case
+from omniref.thinker.model import Thinker
 from omniref.course import check, case as golden_case, show
 
 # %% [markdown]

@@ -21,7 +21,8 @@ import numpy as np
 
 from omniref.codec.code2wav import Code2Wav
 from omniref.talker import Talker
-from omniref.thinker.model import Thinker, encode_media, prompt_from_case
+from omniref.stages import prompt_from_case
+from omniref.thinker.model import Thinker, encode_media
 from omniref.thinker.sampling import SamplingConfig
 from omniref.course import case as golden_case, check, show
 

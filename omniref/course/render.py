@@ -36,8 +36,8 @@ def execute(nb, cwd: Path, timeout: int = 300):
     A failing cell raises nbclient's CellExecutionError naming the cell and the traceback.
     """
     from nbclient import NotebookClient
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(cwd)}}).execute()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=["--log-level=ERROR"],
+                   resources={"metadata": {"path": str(cwd)}}).execute()     # the kernel's own log: errors only
     return nb
 
 

@@ -110,7 +110,8 @@ for m in range(0, 128, 4):
     line, = ax.plot(fine_freqs[::8], fine[::8, m], lw=0.8)
     hit = fb[:, m] > 0                                                  # the FFT bins this filter sees
     ax.plot(freqs[hit], fb[hit, m], ".", ms=4, color=line.get_color())
-ax.set(xlabel="frequency (Hz)", ylabel="filter weight (1/Hz)", title="every 4th of the 128 Slaney mel filters (lines: exact triangles, dots: the 201 FFT bins)")
+ax.set(xlabel="frequency (Hz)", ylabel="filter weight (1/Hz)",
+       title="every 4th of the 128 Slaney mel filters (lines: exact triangles, dots: the 201 FFT bins)")
 fig.tight_layout()
 show(fig, "01_filterbank")
 
@@ -182,7 +183,8 @@ print(f"checked cases: {checked}")
 # `python -m omniref.course check 01.1 answers.py` (`python -m omniref.course list` shows every task).
 #
 # - **01.1** (implement) `hertz_to_mel(f)`: the Slaney mel scale of section 3 for a float array of frequencies.
-# - **01.2** (predict a count) `n_frames(n_samples)`: how many log-mel frames `extract_features` returns for a clip of n samples.
+# - **01.2** (predict a count) `n_frames(n_samples)`: how many log-mel frames `extract_features` returns for a clip of
+#   n samples.
 
 # %%
 def hertz_to_mel(f):

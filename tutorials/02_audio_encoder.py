@@ -199,7 +199,8 @@ print(f"checked cases: {[d.name for d in CASE_DIRS]}")
 # `python -m omniref.course check 02.2 answers.py` (`python -m omniref.course list` shows every task).
 #
 # - **02.1** (implement) `conv_length(n)`: frames left after the three kernel-3, stride-2, padding-1 convolutions.
-# - **02.2** (predict a count) `audio_tokens(n_frames)`: audio tokens of a clip of n mel frames (100-frame chunks, section 1).
+# - **02.2** (predict a count) `audio_tokens(n_frames)`: audio tokens of a clip of n mel frames (100-frame chunks,
+#   section 1).
 
 # %%
 def audio_tokens(n_frames):

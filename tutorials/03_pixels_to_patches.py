@@ -5,7 +5,8 @@
 # ViT turns the rows into features; every 2x2 group of neighbouring patches is merged into one token that
 # takes the place of an `<image_pad>` in the prompt, and a few intermediate layers ("DeepStack") hand extra
 # features straight to the first thinker layers. Code: `omniref/vision/preprocess.py` (pixels -> patches)
-# and `omniref/vision/encoder.py` (patches -> tokens). Runs in a few seconds as a script or a notebook (figures inline in a
+# and `omniref/vision/encoder.py` (patches -> tokens). Runs in a few seconds as a script or a notebook (figures inline
+# in a
 # notebook, saved under `tutorials/_output/` as a script), checks its numbers.
 #
 #     photo uint8 [H, W, 3] -> resized [H', W', 3] -> pixel_values [P, 3·2·16·16] -> tokens [P/4, out_hidden]

@@ -150,7 +150,8 @@ for name in ("tiny_f32", "tiny_bf16_sharded"):
 # `python -m omniref.course check 04.2 answers.py` (`python -m omniref.course list` shows every task).
 #
 # - **04.1** (implement) `rope_cos_sin(positions, head_dim, theta)`: 1-D RoPE tables [L, hd] in the split-half layout.
-# - **04.2** (find the planted bug) `rotate_half(x)`: `rotate_half_buggy` below pairs channel 2i with 2i+1 (the GPT-J layout), so q·k no longer depends on the relative position only with Qwen's tables. Write the split-half version.
+# - **04.2** (find the planted bug) `rotate_half(x)`: `rotate_half_buggy` below pairs channel 2i with 2i+1 (the GPT-J
+#   layout), so q·k no longer depends on the relative position only with Qwen's tables. Write the split-half version.
 
 # %%
 def rotate_half_buggy(x):

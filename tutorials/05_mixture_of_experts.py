@@ -58,7 +58,7 @@ fig, ax = plt.subplots(figsize=(7, 4.5))
 im = ax.imshow(s0.probs.T, aspect="auto", cmap="magma", interpolation="nearest")
 rows = np.repeat(np.arange(L), k)
 ax.plot(rows, s0.experts.reshape(-1), "c.", ms=3, label=f"top-{k}")
-ax.set_xlabel("token"); ax.set_ylabel("expert"); ax.set_title("layer 0 router probabilities"); ax.legend(loc="upper right")
+ax.set(xlabel="token", ylabel="expert", title="layer 0 router probabilities"); ax.legend(loc="upper right")
 fig.colorbar(im, ax=ax, fraction=0.03, label="router probability")
 fig.tight_layout(); show(fig, "05_router_probs")
 
@@ -143,7 +143,8 @@ assert err < 1e-4
 # Check an answer here with `check("05.1", your_function)`, or from a file with
 # `python -m omniref.course check 05.1 answers.py` (`python -m omniref.course list` shows every task).
 #
-# - **05.1** (implement) `route(probs, k, norm_topk_prob)`: the chosen experts [L, k] (best first) and their mixing weights [L, k].
+# - **05.1** (implement) `route(probs, k, norm_topk_prob)`: the chosen experts [L, k] (best first) and their mixing
+#   weights [L, k].
 # - **05.2** (implement) `swiglu(x, gate, up, down)`: one expert, `down(silu(gate x) ⊙ up x)`.
 
 # %%

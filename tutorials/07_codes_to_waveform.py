@@ -275,8 +275,10 @@ assert case is not None, "tests/golden/ must hold a case with a Code2Wav stage"
 # Check an answer here with `check("07.1", your_function)`, or from a file with
 # `python -m omniref.course check 07.1 answers.py` (`python -m omniref.course list` shows every task).
 #
-# - **07.1** (predict a count) `output_length(T, upsampling_ratios, upsample_rates)`: samples produced from T frames (section 2).
-# - **07.2** (implement) `embed_codes(codes, table, codebook_size)`: the mean of each frame's Q codebook rows (section 1).
+# - **07.1** (predict a count) `output_length(T, upsampling_ratios, upsample_rates)`: samples produced from T frames
+#   (section 2).
+# - **07.2** (implement) `embed_codes(codes, table, codebook_size)`: the mean of each frame's Q codebook rows (section
+#   1).
 
 # %%
 def output_length(T, upsampling_ratios, upsample_rates):

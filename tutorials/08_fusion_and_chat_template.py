@@ -82,7 +82,8 @@ assert text_only[0] == HUB.im_start_token_id and list(text_only[-3:]) == [HUB.im
 #
 # | item | placeholders N | why |
 # |---|---|---|
-# | audio, F mel frames | `audio_output_length(F)`: 13 per full 100 frames | three stride-2 convs per 1 s chunk (ch. 02) |
+# | audio, F mel frames | `audio_output_length(F)`: 13 per full 100 frames | three stride-2 convs per 1 s chunk (ch.
+# 02) |
 # | image, patch grid (1, h, w) | h·w / m² | a 2×2 merge of patches per token (ch. 03) |
 # | video, grid (t, h, w) | t·h·w / m² | the same per temporal patch of 2 frames (ch. 10) |
 #
@@ -100,7 +101,8 @@ assert len(media_tokens(items[0], ids)) - 2 == audio_output_length(418) == 55
 assert len(media_tokens(items[1], ids)) - 2 == 4 * 8 // m ** 2
 assert len(media_tokens(items[2], ids)) - 2 == 2 * 4 * 8 // m ** 2
 prompt = chat_prompt(ids, items + [user_text], system=[system_text])
-print(f"the whole prompt: {len(prompt)} tokens, of which {np.isin(prompt, [t.audio_token_id, t.image_token_id, t.video_token_id]).sum()} placeholders")
+n_placeholders = np.isin(prompt, [t.audio_token_id, t.image_token_id, t.video_token_id]).sum()
+print(f"the whole prompt: {len(prompt)} tokens, of which {n_placeholders} placeholders")
 
 # %% [markdown]
 # ## 3. Writing the encoder rows into the sequence

@@ -69,7 +69,8 @@ for fps in (1.0, 2.0, 3.0):
 # %% [markdown]
 # ## 3. The token budget
 # Each frame is resized like an image, but inside the *video* pixel budget: at least 128 and at most 768
-# tokens' worth of pixels per frame (`[131072, 786432]` pixels), so 720p and 1080p frames are both shrunk to 640×1152 (720 tokens per temporal grid), and a tiny frame is
+# tokens' worth of pixels per frame (`[131072, 786432]` pixels), so 720p and 1080p frames are both shrunk to 640×1152
+# (720 tokens per temporal grid), and a tiny frame is
 # enlarged to the minimum.
 # Tokens per video = t · (h/32) · (w/32): the sequence grows linearly with duration and fps.
 

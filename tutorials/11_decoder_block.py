@@ -72,7 +72,8 @@ mha = nn.attention(qr, np.repeat(kr, nh // nkv, axis=0), np.repeat(v, nh // nkv,
 assert np.allclose(mha, o, atol=1e-6)
 real = qwen3_omni_30b_a3b_instruct().thinker_config.text_config
 per_token = lambda kv_heads: 2 * real.num_hidden_layers * kv_heads * real.head_dim * 2    # K and V, bf16
-print(f"GQA == MHA with repeated kv heads; published thinker KV cache: {per_token(real.num_key_value_heads) / 1024:.0f} "
+print(f"GQA == MHA with repeated kv heads; published thinker KV cache: "
+      f"{per_token(real.num_key_value_heads) / 1024:.0f} "
       f"KiB per token with {real.num_key_value_heads} kv heads, {per_token(real.num_attention_heads) / 1024:.0f} KiB "
       f"if every one of the {real.num_attention_heads} heads kept its own "
       f"(32k tokens: {per_token(real.num_key_value_heads) * 32768 / 2 ** 30:.1f} vs "
@@ -180,7 +181,8 @@ for temp in (0.5, 1.0, 2.0):
     ax[0].plot(probs(logits / temp)[order], "o-", ms=3, label=f"temperature {temp}")
 ax[0].set(xlabel="token rank (by logit)", ylabel="probability", title="temperature")
 ax[0].legend(fontsize=7)
-for name, z in (("no filter", logits), ("top-k = 5", top_k_filter(logits, 5)), ("top-p = 0.5", top_p_filter(logits, 0.5))):
+for name, z in (("no filter", logits), ("top-k = 5", top_k_filter(logits, 5)),
+                ("top-p = 0.5", top_p_filter(logits, 0.5))):
     ax[1].plot(probs(z)[order], "o-", ms=3, label=f"{name}: {np.isfinite(z).sum()} tokens kept")
 ax[1].set(xlabel="token rank (by logit)", ylabel="probability after filtering", title="top-k and top-p")
 ax[1].legend(fontsize=7)
@@ -198,7 +200,8 @@ rng = np.random.default_rng(0)
 sc = SamplingConfig(do_sample=True, top_p=0.5)
 draws = np.bincount([next_token(logits, sc, rng=rng) for _ in range(3000)], minlength=logits.size) / 3000
 want = probs(top_p_filter(logits, 0.5))
-print(f"3000 draws with top-p 0.5: {np.count_nonzero(draws)} distinct tokens (allowed {np.isfinite(top_p_filter(logits, 0.5)).sum()}), "
+print(f"3000 draws with top-p 0.5: {np.count_nonzero(draws)} distinct tokens "
+      f"(allowed {np.isfinite(top_p_filter(logits, 0.5)).sum()}), "
       f"max |frequency - probability| {np.abs(draws - want).max():.3f}")
 assert np.all(draws[want == 0] == 0) and np.abs(draws - want).max() < 0.05
 

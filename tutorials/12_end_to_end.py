@@ -101,7 +101,8 @@ cs, lc = int(g["code2wav.chunk_size"]), int(g["code2wav.left_context_size"])
 stopwatch(c2w, "forward_one", "code2wav")
 wav = c2w.chunked_decode(out.codes, cs, lc)                                   # [S]
 print(f"code2wav: {T} frames in chunks of {cs} (left context {lc}) -> {wav.shape[0]} samples "
-      f"= {wav.shape[0] / 24000:.3f} s; rel err vs the reference's wav_chunked {rel(wav, g['code2wav.wav_chunked'][0, 0]):.1e}")
+      f"= {wav.shape[0] / 24000:.3f} s; rel err vs the reference's wav_chunked "
+      f"{rel(wav, g['code2wav.wav_chunked'][0, 0]):.1e}")
 assert rel(wav, g["code2wav.wav_chunked"][0, 0]) < 1e-4
 
 # %% [markdown]
@@ -120,7 +121,8 @@ dur = {s: [e - b for st, b, e in events if st == s] for s in stages}
 prefill_thinker, step_thinker = dur["thinker"][0], np.median(dur["thinker"][1:])
 prefill_talker, step_talker = dur["talker"][0], np.median(dur["talker"][1:])
 step_cp, first_chunk = np.median(dur["code predictor"]), dur["code2wav"][0]
-first_audio = dur["encoders"][0] + prefill_thinker + step_thinker + prefill_talker + cs * (step_talker + step_cp) + first_chunk
+first_audio = (dur["encoders"][0] + prefill_thinker + step_thinker + prefill_talker
+               + cs * (step_talker + step_cp) + first_chunk)
 sequential = events[-1][2] - events[0][1]
 print(f"measured: encoders {dur['encoders'][0] * 1e3:.1f} ms, thinker prefill {prefill_thinker * 1e3:.1f} ms + "
       f"{len(dur['thinker']) - 1} steps of {step_thinker * 1e3:.1f} ms, talker prefill {prefill_talker * 1e3:.1f} ms + "
@@ -137,8 +139,9 @@ for row, s in enumerate(stages):
     ax[0].broken_barh([(b * 1e3, d * 1e3) for b, d in spans], (row - 0.4, 0.8), color=colour[s],
                       edgecolor="k", linewidth=0.3)
     ax[0].text(spans[-1][0] * 1e3 + spans[-1][1] * 1e3, row, f"  x{len(spans)}", va="center", fontsize=7)
-ax[0].set(yticks=range(len(stages)), yticklabels=["encoders", f"thinker ({N} tokens)", f"talker ({len(out.sequences)} steps)",
-                                                  f"code predictor ({T} frames x {G - 1})", f"Code2Wav ({len(dur['code2wav'])} chunks)"],
+labels = ["encoders", f"thinker ({N} tokens)", f"talker ({len(out.sequences)} steps)",
+          f"code predictor ({T} frames x {G - 1})", f"Code2Wav ({len(dur['code2wav'])} chunks)"]
+ax[0].set(yticks=range(len(stages)), yticklabels=labels,
           xlabel="wall-clock time since the start (ms)", title="tiny_f32 through every stage (sequential, as run)")
 ax[0].invert_yaxis()
 chunks = np.array([1, 2, 4, 8, 16, 25, 50, 100, 300])

@@ -31,13 +31,26 @@ def to_notebook(script: Path):
 
 
 def execute(nb, cwd: Path, timeout: int = 300):
-    """Run every cell top to bottom in a fresh headless python3 kernel started in `cwd`; returns the notebook.
+    """Run every cell top to bottom in a fresh headless kernel of this Python, started in `cwd`; returns it.
 
     A failing cell raises nbclient's CellExecutionError naming the cell and the traceback.
     """
+    import json
+    import sys
+    import tempfile
+
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=["--log-level=ERROR"],
-                   resources={"metadata": {"path": str(cwd)}}).execute()     # the kernel's own log: errors only
+    with tempfile.TemporaryDirectory() as kernels:
+        # a kernel of THIS interpreter (the one omniref is installed in), whatever kernels the user has
+        spec = Path(kernels) / "omniref-course"
+        spec.mkdir()
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--log-level=ERROR"],
+            "display_name": "omniref course", "language": "python"}))
+        km = KernelManager(kernel_name="omniref-course", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels]))
+        NotebookClient(nb, km=km, timeout=timeout, resources={"metadata": {"path": str(cwd)}}).execute()
     return nb
 
 

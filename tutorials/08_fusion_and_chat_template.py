@@ -14,6 +14,8 @@
 # docs/golden_format.md).
 
 # %%
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch
@@ -70,8 +72,10 @@ if tok is not None:                                   # the tokenizer agrees wit
 else:
     system_text, user_text = [], []                   # without a tokenizer: the layout of the special tokens
 text_only = chat_prompt(ids, [user_text], system=[system_text])
-print(f"text-only prompt ({len(text_only)} tokens):")
-print(" ", " ".join(names.get(int(i), tok.decode([int(i)]) if tok is not None else str(i)) for i in text_only))
+pieces = [names.get(int(i)) or (repr(tok.decode([int(i)])) if tok is not None else "?") for i in text_only]
+print(f"text-only prompt ({len(text_only)} tokens), id=piece:")
+print(textwrap.fill(" ".join(f"{int(i)}={piece}" for i, piece in zip(text_only, pieces)), 110,
+                    initial_indent="  ", subsequent_indent="  "))
 assert text_only[0] == HUB.im_start_token_id and list(text_only[-3:]) == [HUB.im_start_token_id,
                                                                             HUB.assistant_token_id, NL]
 

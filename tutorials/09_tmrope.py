@@ -67,8 +67,8 @@ for sec in (1, 10, 60):
 audio_clip, video_audio = 150, 600                     # mel frames (10 ms)
 photo_grid, video_grid, spg = (1, 4, 6), (3, 8, 12), 2.0
 items = [Audio(audio_clip), Image(photo_grid), Video(video_grid, spg, audio_frames=video_audio),
-         [3838, 374, 419, 30]]                         # some text ids
-prompt = chat_prompt(ids, items, system=[2610, 525, 264, 10950, 17847, 13])
+         [3838, 374, 419, 30]]                         # "What is this?" in the Qwen vocabulary
+prompt = chat_prompt(ids, items, system=[2610, 525, 264, 10950, 17847, 13])   # "You are a helpful assistant."
 pos, delta = rope_index(prompt, rope, image_grid_thw=[photo_grid], video_grid_thw=[video_grid],
                         second_per_grid=[spg], audio_frames=[audio_clip, video_audio], use_audio_in_video=True)
 L = len(prompt)

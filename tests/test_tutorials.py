@@ -3,6 +3,7 @@ its own checks (they assert their numbers), shows its figures inline as a notebo
 into the output folder only, and leaves the repository's files exactly as they were (`git status`)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -50,6 +51,8 @@ def test_tutorial_runs_as_script(script, tmp_path, repo_unchanged):
 
 @pytest.mark.parametrize("script", TUTORIALS, ids=lambda p: p.stem)
 def test_tutorial_runs_as_notebook(script, tmp_path, monkeypatch, repo_unchanged):
+    missing = [m for m in ("jupytext", "nbclient", "nbformat", "ipykernel") if importlib.util.find_spec(m) is None]
+    assert not missing, f"the notebook runs need the [test] extra (pip install -e '.[test]'); missing: {missing}"
     out = tmp_path / "out"
     monkeypatch.setenv("OMNIREF_COURSE_OUT", str(out))       # the kernel inherits it
     monkeypatch.delenv("MPLBACKEND", raising=False)          # the kernel's own inline backend

@@ -195,7 +195,7 @@ def reach(lo, hi, cfg):
 
 # Measured in float64: at the far edge of the reach the effect is ~1e-8 of the signal, below float32's
 # resolution, while outside the reach the two runs are bit-identical whatever the precision.
-T_RF, t0 = 40, 8
+T_RF, t0 = 20, 8
 w64 = {k: np.asarray(v, np.float64) for k, v in model.w.items()}
 model64 = Code2Wav(cfg, w64)
 hidden = rng.standard_normal((T_RF, cfg.hidden_size))                               # [T, Hc]
@@ -235,7 +235,7 @@ show(fig, "07_receptive_field")
 # state: the attention window and the convolutions see zeros instead of the real past.
 
 # %%
-T_S, CS = 40, 10
+T_S, CS = 24, 8
 codes_s = rng.integers(0, V, (Q, T_S))                                               # [Q, T]
 full = model(codes_s)                                                                # [output_length(T)]
 contexts = [0, 2, 8, 32]

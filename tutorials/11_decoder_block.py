@@ -61,6 +61,27 @@ print(f"layer 0 by hand vs the reference's thinker.hidden_states.1: rel err {err
 assert err < 1e-5
 
 # %% [markdown]
+# The model offers the same intermediates itself, as named *taps* (`omniref/trace.py`, named after the
+# reference's modules: `thinker.model.layers.0.self_attn.q_norm` is what that module returns). A trace of one
+# forward must hold exactly what we computed by hand above.
+
+# %%
+import omniref.trace
+
+if hasattr(omniref.trace.Trace, "offer"):                 # the tap table (omniref.trace.Trace(include=...))
+    p0 = "thinker.model.layers.0."
+    with omniref.trace.Trace(include=[p0 + "*", p0[:-1]]) as tr:
+        thinker.forward(x, positions)
+    by_hand = {p0 + "self_attn.q_norm": qn, p0 + "self_attn.k_norm": kn, p0 + "self_attn.q_rotary": qr,
+               p0 + "self_attn.k_rotary": kr, p0 + "self_attn.o_proj": attn, p0[:-1]: out0}
+    for name, ours in by_hand.items():
+        tapped = tr.arrays[name][0]                       # the batch axis of the reference's layout dropped
+        assert np.allclose(tapped, ours, rtol=1e-5, atol=1e-6), name
+        print(f"  tap {name:42s} {list(tr.arrays[name].shape)} == by hand")
+else:
+    print("(this checkout has no tap table: omniref.trace.Trace(include=...) arrived with the debug-a-port issue)")
+
+# %% [markdown]
 # ## 2. Grouped-query attention (GQA)
 # `tiny_f32` has 4 query heads and **1** key/value head: all four queries read the same keys and values. That
 # is ordinary multi-head attention with the kv heads repeated `nh / nkv` times, but the KV cache (next

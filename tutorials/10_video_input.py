@@ -97,8 +97,9 @@ for k, i in enumerate(idx[:12]):
 ax[0].set(xlabel="time in the clip (s)", ylabel="kept frame", yticks=[], xlim=(-0.2, 6.2), ylim=(0, 1.2),
           title="frames kept from a 30 fps clip at 2 fps\n(colour and number: temporal grid, 2 frames each)")
 for (name, fps), tokens in budget.items():
-    ax[1].loglog(durations, tokens, "o-" if fps == 2.0 else "s--", ms=3,
-                 label=f"{name}, {fps:g} fps")
+    wide = name.startswith("720p")                        # 720p and 1080p coincide: both are shrunk to 640x1152
+    ax[1].loglog(durations, tokens, "o-" if fps == 2.0 else "s--", ms=3, lw=4 if wide else 1.2,
+                 alpha=0.35 if wide else 1.0, label=f"{name}, {fps:g} fps")
 ax[1].axhline(32768, color="k", lw=0.6, ls=":")
 ax[1].text(2.2, 36000, "32k context", fontsize=7)
 ax[1].set(xlabel="video duration (s)", ylabel="video tokens", title="token budget of one video")

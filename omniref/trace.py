@@ -1,126 +1,599 @@
-"""Traces: named activations saved to `.npz`, and a layer-by-layer comparison of two traces.
+"""Traces: the named intermediates of one run, saved in data-flow order, and a comparison that finds a bug.
 
-    python -m omniref trace CASE_DIR -o ours.npz [--stage S]   # run the case's stages, save every output
-    python -m omniref compare ours.npz theirs.npz [--rtol 1e-4] [--first]
+    omniref trace CASE_DIR -o ours.npz [--tap 'thinker.model.layers.3.*']...   # run a golden case's stages
+    omniref compare ours.npz REF [--first] [--rtol R]                           # REF: a trace or a case dir
 
-A golden.npz is itself a trace of the reference, so `compare ours.npz CASE_DIR/golden.npz` walks our run
-against Hugging Face's. When porting to another framework, dump its activations under the same names
-(e.g. "thinker.hidden_states.3") and compare. Each key prints OK / DIFF / SHAPE / MISSING with max abs and
-relative error, in data-flow order; `--first` stops at the first divergence, which is usually the bug.
+From Python:
 
-Inside code, `record(name, array)` adds an activation to the active trace (a no-op otherwise), so a module can
-expose any intermediate without changing its return values:
+    with omniref.trace.Trace(include=["thinker.model.layers.3.*"]) as tr:
+        thinker.generate(prompt, 8)
+    tr.save("ours.npz")
 
-    with Trace() as tr:
-        run_something()
-    tr.save("run.npz")
+Every model module offers its intermediates through `omniref.taps.record(name, array)`; a `Trace` keeps those
+whose name matches one of its glob patterns, in the order they were produced (the data flow). Names are the
+module paths of the Hugging Face checkpoint (`thinker.model.layers.3.self_attn.q_norm` holds what that
+module's forward returns, batch axis included), so a trace of the reference recorded with forward hooks
+(tools/record_reference.py) or of a port in another framework lines up name by name. `TAPS` below is the table
+of every name (docs/taps.md is generated from it).
+
+A module called more than once in a run (a decode step, the code predictor per frame) keeps its first call (the
+prefill) under the plain name; `calls="all"` keeps call n >= 1 as `name@n` too.
+
+A trace file is an ordinary .npz: one array per name, in data-flow order, plus `__trace__`, a JSON string
+holding {"order": [...], "inputs": [...], "include": [...]}; inputs are the run's given arrays (ids,
+features), not computed ones. `np.load` reads it; `load_trace` also reads a golden case directory or a plain
+.npz (a port's dump) and works out its order and inputs.
+
+`compare` walks the reference's keys in its data-flow order. Per key: max abs error, error relative to
+max|ref| (the FORMAT.md measure, judged against the case tolerances of omniref.verify), NMSE in dB and cosine
+similarity; for a tensor with a token axis, the p50 / p99 / max over tokens of each token's relative error and
+the first token past tolerance. `--first` stops at the first divergence and names where to look: all keys
+before it agree, so the inputs of that module agree and its own output does not.
 """
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import json
+import re
 import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from .golden import natural_key
+from . import taps
+from .verify import STAGES, tolerance
 
-__all__ = ["Trace", "record", "compare_traces", "main_trace", "main_compare"]
+__all__ = ["Tap", "TAPS", "tap_for", "Trace", "TraceFile", "save_trace", "load_trace", "Row", "compare",
+           "first_divergence", "format_report", "main_trace", "main_compare"]
 
+META_KEY = "__trace__"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The tap table: every name a trace can hold. {i} layer, {k} DeepStack index, {u}/{b}/{j} code2wav stages.
+# Shape letters: L tokens of one forward, H hidden, nh/nkv heads, hd head size, E experts, k top-k,
+# N audio tokens, C audio chunks, P patches, M merged visual tokens (P/m²), T code frames, Q quantizers,
+# S samples at the current code2wav stage, c channels there, I intermediate width.
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tap:
+    name: str           # pattern with {i}-style placeholders
+    shape: str          # in symbols, e.g. "[1, L, H]"
+    meaning: str
+    module: bool = True  # the output of a Hugging Face module of that path (False: a documented step)
+
+    @property
+    def token_axis(self) -> tuple[int, str] | None:
+        """(axis, word) of the per-token axis, or None."""
+        dims = [d.strip() for d in self.shape.strip("[]").split(",")]
+        for axis, d in enumerate(dims):
+            if d in _TOKEN_WORDS:
+                return axis, _TOKEN_WORDS[d]
+        return None
+
+
+_TOKEN_WORDS = {"L": "token", "Lt": "token", "N": "audio token", "P": "patch", "M": "merged token",
+                "T": "frame", "S": "sample"}
+
+
+def _decoder_taps(stack: str, who: str, moe: bool, shared: bool, qk_norm: bool, scale: bool) -> list[Tap]:
+    """The taps of one Qwen3 decoder stack (omniref/decoder.py) under `stack` (e.g. 'thinker.model.')."""
+    p = stack + "layers.{i}."
+    t = [Tap(stack + "rotary_emb", "[1, L, hd]", f"{who}: cos of the rotary angles of every position"),
+         Tap(p + "input_layernorm", "[1, L, H]", "RMSNorm before attention"),
+         Tap(p + "self_attn.q_proj", "[1, L, nh*hd]", "query projection"),
+         Tap(p + "self_attn.k_proj", "[1, L, nkv*hd]", "key projection"),
+         Tap(p + "self_attn.v_proj", "[1, L, nkv*hd]", "value projection")]
+    if qk_norm:
+        t += [Tap(p + "self_attn.q_norm", "[1, L, nh, hd]", "per-head RMSNorm of q (QK-norm)"),
+              Tap(p + "self_attn.k_norm", "[1, L, nkv, hd]", "per-head RMSNorm of k")]
+    t += [Tap(p + "self_attn.q_rotary", "[1, nh, L, hd]", "q after RoPE (x·cos + rotate_half(x)·sin)", False),
+          Tap(p + "self_attn.k_rotary", "[1, nkv, L, hd]", "k after RoPE (before the KV cache)", False),
+          Tap(p + "self_attn.attn_output", "[1, L, nh*hd]", "softmax(qkᵀ)v, heads side by side (o_proj's input)",
+              False),
+          Tap(p + "self_attn.o_proj", "[1, L, H]", "output projection"),
+          Tap(p + "self_attn", "[1, L, H]", "the attention block's output (= o_proj)")]
+    if scale:
+        t += [Tap(p + "self_attn_layer_scale", "[1, L, H]", "attention output × learned per-channel scale")]
+    t += [Tap(p + "post_attention_layernorm", "[1, L, H]", "RMSNorm before the MLP")]
+    if moe:
+        t += [Tap(p + "mlp.gate", "[L, E]", "router logits (no batch axis: the router flattens tokens)"),
+              Tap(p + "mlp.gate.router_scores", "[L, k]", "mixing weights of the chosen experts "
+                  "(softmax over all E, top-k, renormalised if norm_topk_prob)", False),
+              Tap(p + "mlp.gate.router_indices", "[L, k]", "chosen expert ids, best first (int)", False),
+              Tap(p + "mlp.experts", "[L, H]", "Σ weight · expert(x) over the chosen experts")]
+        if shared:
+            t += [Tap(p + "mlp.shared_expert", "[L, H]", "shared expert SwiGLU (before its sigmoid gate)"),
+                  Tap(p + "mlp.shared_expert_gate", "[L, 1]", "shared expert gate logit")]
+    t += [Tap(p + "mlp", "[1, L, H]", "MLP / MoE block output" + (" (routed + gated shared expert)" if shared
+                                                                    else ""))]
+    if scale:
+        t += [Tap(p + "mlp_layer_scale", "[1, L, H]", "MLP output × learned per-channel scale")]
+    return t + [Tap(stack + "layers.{i}", "[1, L, H]", "decoder layer output (the residual stream)"),
+                Tap(stack + "norm", "[1, L, H]", "final RMSNorm")]
+
+
+TAPS: list[Tap] = [
+    # audio encoder (thinker.audio_tower), packed tokens of all clips, no batch axis
+    Tap("thinker.audio_tower.conv2d1", "[C, ds, 64, Tc/2]", "first 3x3 stride-2 conv (before GELU), NCHW"),
+    Tap("thinker.audio_tower.conv2d2", "[C, ds, 32, Tc/4]", "second conv (before GELU)"),
+    Tap("thinker.audio_tower.conv2d3", "[C, ds, 16, Tc/8]", "third conv (before GELU)"),
+    Tap("thinker.audio_tower.conv_out", "[C, t, d]", "flattened (channel, frequency) -> d, per chunk"),
+    Tap("thinker.audio_tower.inputs_embeds", "[N, d]", "conv_out + sinusoid positions, padding rows dropped "
+        "(= golden audio.hidden_states.0)", False),
+    Tap("thinker.audio_tower.layers.{i}.self_attn_layer_norm", "[N, d]", "LayerNorm before attention"),
+    Tap("thinker.audio_tower.layers.{i}.self_attn", "[N, d]", "windowed bidirectional attention + out_proj"),
+    Tap("thinker.audio_tower.layers.{i}.final_layer_norm", "[N, d]", "LayerNorm before the MLP"),
+    Tap("thinker.audio_tower.layers.{i}.fc2", "[N, d]", "MLP output"),
+    Tap("thinker.audio_tower.layers.{i}", "[N, d]", "encoder layer output"),
+    Tap("thinker.audio_tower.ln_post", "[N, d]", "final LayerNorm"),
+    Tap("thinker.audio_tower.proj1", "[N, d]", "first output projection (before GELU)"),
+    Tap("thinker.audio_tower.proj2", "[N, O]", "audio embeddings for the thinker (= audio.output)"),
+    # vision encoder (thinker.visual), packed patches of all images (or videos) of one call, no batch axis
+    Tap("thinker.visual.patch_embed", "[P, hv]", "patch embedding (Conv3d with kernel = stride)"),
+    Tap("thinker.visual.pos_embeds", "[P, hv]", "learned positions, bilinearly interpolated to the grid", False),
+    Tap("thinker.visual.rotary_pos_emb", "[P, hd]", "cos of the 2-D rotary angles (row, column)"),
+    Tap("thinker.visual.blocks.{i}.norm1", "[P, hv]", "LayerNorm before attention"),
+    Tap("thinker.visual.blocks.{i}.attn", "[P, hv]", "attention inside one temporal grid + proj"),
+    Tap("thinker.visual.blocks.{i}.norm2", "[P, hv]", "LayerNorm before the MLP"),
+    Tap("thinker.visual.blocks.{i}.mlp", "[P, hv]", "MLP output"),
+    Tap("thinker.visual.blocks.{i}", "[P, hv]", "ViT block output"),
+    Tap("thinker.visual.merger_list.{k}", "[M, O]", "DeepStack merger k (after block deepstack_visual_indexes[k])"),
+    Tap("thinker.visual.merger", "[M, O]", "final patch merger: the visual tokens"),
+    # thinker text decoder
+    Tap("thinker.model.embed_tokens", "[1, L, H]", "token embeddings (placeholders still text rows)"),
+    Tap("thinker.model.inputs_embeds", "[1, L, H]", "embeddings with audio / image / video rows written in "
+        "(= thinker.hidden_states.0)", False),
+    Tap("thinker.model.position_ids", "[3, 1, L]", "MRoPE positions (rows: time, height, width), float", False),
+    *_decoder_taps("thinker.model.", "thinker", moe=True, shared=False, qk_norm=True, scale=False),
+    Tap("thinker.model.deepstack.{k}", "[1, L, H]", "layer k output + DeepStack feature k at the visual rows "
+        "(what layer k+1 reads)", False),
+    # talker
+    Tap("talker.inputs_embeds", "[1, Lt, Dt]", "talker prefill input (user part + 9 assistant rows)", False),
+    Tap("talker.trailing_text_hidden", "[1, n_trail, Dt]", "text rows added to the talker's decode steps", False),
+    Tap("talker.model.position_ids", "[3, 1, L]", "talker MRoPE positions", False),
+    *_decoder_taps("talker.model.", "talker", moe=True, shared=True, qk_norm=True, scale=False),
+    # code predictor (a dense Qwen3 stack per frame)
+    *_decoder_taps("talker.code_predictor.model.", "code predictor", moe=False, shared=False, qk_norm=True,
+                   scale=False),
+    # code2wav
+    Tap("code2wav.code_embedding", "[1, Q, T, Hc]", "codebook vectors of every quantizer (before the mean)"),
+    *_decoder_taps("code2wav.pre_transformer.", "code2wav", moe=False, shared=False, qk_norm=False, scale=True),
+    Tap("code2wav.upsample.{u}.0", "[1, Hc, S]", "causal transposed conv ×r (trimmed K-r at both ends)"),
+    Tap("code2wav.upsample.{u}.1", "[1, Hc, S]", "ConvNeXt block"),
+    Tap("code2wav.decoder.0", "[1, c, S]", "first causal conv Hc -> decoder_dim"),
+    Tap("code2wav.decoder.{b}.block.1", "[1, c, S]", "decoder block b's transposed conv ×rate (b >= 1)"),
+    Tap("code2wav.decoder.{b}", "[1, c, S]", "decoder block b output; the last two: SnakeBeta, final conv"),
+    Tap("code2wav", "[1, 1, S]", "waveform, clamped to [-1, 1]"),
+]
+
+
+def _pattern_regex(name: str) -> re.Pattern:
+    return re.compile(re.escape(name).replace(r"\{i\}", r"\d+").replace(r"\{k\}", r"\d+")
+                      .replace(r"\{u\}", r"\d+").replace(r"\{b\}", r"\d+") + r"(@\d+)?$")
+
+
+_TAP_RE = [(_pattern_regex(t.name), t) for t in TAPS]
+
+
+def tap_for(name: str) -> Tap | None:
+    """The table entry a trace key belongs to (`name@n` calls included), or None for other keys."""
+    for rx, tap in _TAP_RE:
+        if rx.match(name):
+            return tap
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Recording
+# ---------------------------------------------------------------------------------------------------------
 _active: list["Trace"] = []
 
 
-class Trace(dict):
-    """A dict name -> array that collects `record(...)` calls while it is active (a context manager)."""
+def _fan_out(name: str, array) -> None:
+    for tr in _active:
+        tr.offer(name, array)
 
-    def __enter__(self):
+
+class Trace:
+    """Collects the taps of a run while active (a context manager). `arrays` keeps data-flow order.
+
+    include: glob patterns (fnmatch) a name must match to be kept (None: everything); exclude: patterns that
+    drop a name; calls: "first" (a repeated name keeps its first call) or "all" (call n >= 1 as `name@n`).
+    """
+
+    def __init__(self, include=None, exclude=(), calls: str = "first"):
+        if calls not in ("first", "all"):
+            raise ValueError(f"calls must be 'first' or 'all', got {calls!r}")
+        self.include = list(include) if include else None
+        self.exclude = list(exclude)
+        self.calls = calls
+        self.arrays: dict[str, np.ndarray] = {}
+        self.inputs: list[str] = []
+        self._seen: dict[str, int] = {}
+        self._wanted: dict[str, bool] = {}
+
+    def __enter__(self) -> "Trace":
         _active.append(self)
+        taps.sink = _fan_out
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> bool:
         _active.remove(self)
+        taps.sink = _fan_out if _active else None
         return False
 
-    def save(self, path) -> None:
-        np.savez_compressed(path, **{k: np.asarray(v) for k, v in self.items()})
+    def wants(self, name: str) -> bool:
+        """Does `name` pass the include / exclude patterns? (cached: the same names come back every step)"""
+        hit = self._wanted.get(name)
+        if hit is None:
+            hit = ((self.include is None or any(fnmatch.fnmatchcase(name, p) for p in self.include))
+                   and not any(fnmatch.fnmatchcase(name, p) for p in self.exclude))
+            self._wanted[name] = hit
+        return hit
+
+    def offer(self, name: str, array) -> None:
+        """The sink of `taps.record`: keep a copy of `array` if wanted (a later call of a name -> `name@n`)."""
+        n = self._seen.get(name, 0)
+        self._seen[name] = n + 1
+        if (n and self.calls == "first") or not self.wants(name):
+            return
+        self.arrays[name if n == 0 else f"{name}@{n}"] = np.array(array, copy=True)
+
+    def add(self, name: str, array, is_input: bool = False) -> None:
+        """Add an array by hand (a run's input, or a stage output); an existing name is kept as it is."""
+        if name in self.arrays or not self.wants(name):
+            return
+        self.arrays[name] = np.array(array, copy=True)
+        if is_input:
+            self.inputs.append(name)
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def save(self, path, force: bool = False) -> None:
+        save_trace(path, self.arrays, self.inputs, self.include, force=force)
 
 
-def record(name: str, array) -> None:
-    """Store a copy of `array` under `name` in every active trace (cheap no-op when none is active)."""
-    for tr in _active:
-        tr[name] = np.array(array, copy=True)
+def save_trace(path, arrays: dict, inputs=(), include=None, force: bool = False) -> None:
+    """Write a trace file: the arrays in the given (data-flow) order + the `__trace__` JSON entry.
+
+    Anyone can write one (a port's dump too): `save_trace("port.npz", {"thinker.model.layers.0": h0, ...},
+    inputs=["thinker.input_ids"])`. Refuses to overwrite an existing file unless `force`.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise FileExistsError(f"{path}: already exists (use --force to overwrite)")
+    meta = {"format": "omniref-trace/1", "order": list(arrays), "inputs": [k for k in inputs if k in arrays],
+            "include": include}
+    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    payload[META_KEY] = np.array(json.dumps(meta))
+    with open(path, "wb") as f:                 # a file object: np.savez must not append ".npz" to the name
+        np.savez_compressed(f, **payload)
 
 
-def _load(path) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+# ---------------------------------------------------------------------------------------------------------
+# Reading: a trace file, a plain .npz, or a golden case directory
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class TraceFile:
+    path: str
+    arrays: dict[str, np.ndarray]      # data-flow order
+    inputs: set[str] = field(default_factory=set)
+    include: list[str] | None = None   # the patterns it was recorded with (None: everything)
+    ordered: bool = False              # True when the file states its order (a trace file)
 
 
-def compare_traces(ours: dict, ref: dict, rtol: float = 1e-4, first: bool = False) -> tuple[list[str], int]:
-    """-> (report lines, number of DIFF/SHAPE/MISSING entries). Keys of `ref` define what is expected."""
-    from .verify import compare_arrays
-    lines, bad = [], 0
-    for key in sorted(set(ref) | set(ours), key=natural_key):
-        if key not in ours or key not in ref:
-            status, detail = "MISSING", "only in " + ("reference" if key in ref else "ours")
+class TraceError(ValueError):
+    """A trace that cannot be read; the message is one line naming the file and what is wrong."""
+
+
+def golden_inputs(keys) -> set[str]:
+    """Keys of a golden.npz that are given to the run rather than computed by it: those no stage of
+    omniref.verify outputs and that no tap names (ids, raw media, features, codes, chunk sizes)."""
+    keys = list(keys)
+    outputs = {k for s in STAGES for k in s.output_keys(keys)}
+    return {k for k in keys if k not in outputs and tap_for(k) is None}
+
+
+def load_trace(path) -> TraceFile:
+    """Read a trace (.npz) or a golden case directory (its golden.npz). Raises TraceError (one line)."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "golden.npz").is_file():
+            raise TraceError(f"{p}: a directory but not a golden case (no golden.npz inside)")
+        p = p / "golden.npz"
+    elif not p.exists():
+        raise TraceError(f"{p}: no such file")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise TraceError(f"{p}: not a readable .npz trace ({type(e).__name__}: {e})") from None
+    if META_KEY not in arrays:
+        return TraceFile(str(p), arrays, golden_inputs(arrays))
+    try:
+        meta = json.loads(str(arrays.pop(META_KEY)))
+        order = [k for k in meta["order"] if k in arrays]
+    except (ValueError, KeyError, TypeError) as e:
+        raise TraceError(f"{p}: its {META_KEY} entry is not valid trace metadata ({e})") from None
+    order += [k for k in arrays if k not in order]
+    return TraceFile(str(p), {k: arrays[k] for k in order}, set(meta.get("inputs") or ()), meta.get("include"),
+                     ordered=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Comparing
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    key: str
+    status: str                      # OK / DIFF / SHAPE / MISSING
+    shape: tuple = ()
+    max_abs: float = float("nan")
+    rel: float = float("nan")        # max_abs / max|ref|
+    tol: float = float("nan")
+    nmse_db: float = float("nan")    # 10 log10(Σ(ours-ref)² / Σref²)
+    cosine: float = float("nan")
+    token_word: str = ""             # what the token axis counts ("token", "patch", "sample", ...)
+    token_q: tuple = ()              # (p50, p99, max) of the per-token relative error
+    first_token: int | None = None   # first token past tolerance
+    is_input: bool = False
+    note: str = ""
+
+
+# FORMAT.md keys of a golden case -> the module whose output they are (so a golden file localises too)
+_GOLDEN_WHERE = [
+    (re.compile(r"(thinker)\.hidden_states\.0$"), "thinker.model.inputs_embeds"),
+    (re.compile(r"(thinker)\.hidden_states\.(\d+)$"), "thinker.model.layers.{n}"),
+    (re.compile(r"(audio)\.hidden_states\.0$"), "thinker.audio_tower.inputs_embeds"),
+    (re.compile(r"(audio)\.hidden_states\.(\d+)$"), "thinker.audio_tower.layers.{n}"),
+    (re.compile(r"(audio)\.output$"), "thinker.audio_tower.proj2"),
+    (re.compile(r"(vision|vision_video)\.hidden_states\.0$"), "thinker.visual.patch_embed + pos_embeds"),
+    (re.compile(r"(vision|vision_video)\.hidden_states\.(\d+)$"), "thinker.visual.blocks.{n}"),
+    (re.compile(r"(vision|vision_video)\.deepstack\.(\d+)$"), "thinker.visual.merger_list.{k}"),
+    (re.compile(r"(vision|vision_video)\.output$"), "thinker.visual.merger"),
+    (re.compile(r"(thinker)\.(position_ids|rope_deltas)$"), "thinker.model.position_ids (the rope index)"),
+]
+
+
+def where(key: str, ref_keys=()) -> tuple[str, bool]:
+    """-> (the module or step a key is the output of, whether it is a Hugging Face module)."""
+    base = key.split("@")[0]
+    tap = tap_for(base)
+    if tap is not None:
+        return base, tap.module
+    for rx, w in _GOLDEN_WHERE:
+        m = rx.match(base)
+        if m:
+            num = int(m.group(2)) if m.lastindex and m.lastindex >= 2 and m.group(2).isdigit() else 0
+            last = f"{m.group(1)}.hidden_states.{num + 1}" not in ref_keys
+            if w == "thinker.model.layers.{n}" and last:
+                return "thinker.model.norm", True
+            if w == "thinker.audio_tower.layers.{n}" and last:
+                return f"thinker.audio_tower.layers.{num - 1} (before ln_post)", True
+            return w.format(n=num - 1, k=num), "+" not in w and "(" not in w
+    return base, False
+
+
+def _token_axis(key: str, shape: tuple) -> tuple[int, str] | None:
+    tap = tap_for(key)
+    if tap is not None:
+        found = tap.token_axis
+        return found if found and len(shape) == len(tap.shape.strip("[]").split(",")) else None
+    if len(shape) == 3 and shape[:2] == (1, 1):
+        return 2, "sample"                                   # waveforms [1, 1, S]
+    if len(shape) == 3 and shape[:2] == (3, 1):
+        return 2, "token"                                    # position ids [3, 1, L]
+    if len(shape) == 3 and shape[0] == 1:
+        return 1, "token"                                    # [1, L, H]
+    if len(shape) == 2 and shape[0] > 1:
+        return 0, "row"
+    return None
+
+
+def _shape_problem(ours: tuple, ref: tuple) -> str:
+    msg = f"shape {list(ours)} != reference {list(ref)}"
+    if ref[:1] == (1,) and ours == ref[1:]:
+        return msg + ": ours lacks the leading batch axis of 1"
+    if ours[:1] == (1,) and ours[1:] == ref:
+        return msg + ": ours has a leading axis of 1 that the reference lacks"
+    if sorted(ours) == sorted(ref):
+        return msg + ": the same axes in another order (a transposed layout?)"
+    if int(np.prod(ours)) == int(np.prod(ref)):
+        return msg + ": the same number of elements (a reshape?)"
+    return msg
+
+
+def compare_arrays(key: str, ours: np.ndarray, ref: np.ndarray, rtol: float | None = None) -> Row:
+    """One key: shape check, then the error measures against the reference's magnitude."""
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    if ours.shape != ref.shape:
+        return Row(key, "SHAPE", tuple(ref.shape), note=_shape_problem(ours.shape, ref.shape))
+    base = key.split("@")[0]
+    exact = tolerance(base, ref) == 0.0
+    tol = 0.0 if exact else (rtol if rtol is not None else tolerance(base, ref))
+    row = Row(key, "OK", tuple(ref.shape), tol=tol)
+    if ref.size == 0:
+        row.max_abs = row.rel = 0.0
+        return row
+    a, b = ours.astype(np.float64), ref.astype(np.float64)
+    finite = np.isfinite(b)
+    if not np.array_equal(np.isfinite(a), finite):
+        row.status, row.note = "DIFF", "non-finite values where the reference has none (or the reverse)"
+        a = np.where(np.isfinite(a), a, 0.0)
+    diff = np.where(finite, np.abs(a - b), 0.0)
+    b0 = np.where(finite, b, 0.0)
+    scale = max(float(np.abs(b0).max()), 1e-12)
+    row.max_abs, row.rel = float(diff.max()), float(diff.max()) / scale
+    err2, ref2 = float(np.sum(diff ** 2)), float(np.sum(b0 ** 2))
+    row.nmse_db = 10 * np.log10(err2 / ref2) if err2 and ref2 else (-np.inf if not err2 else np.inf)
+    na, nb = float(np.linalg.norm(np.where(finite, a, 0.0))), float(np.linalg.norm(b0))
+    row.cosine = float(np.sum(np.where(finite, a, 0.0) * b0) / (na * nb)) if na and nb else float(na == nb)
+    bad = row.rel > tol if not exact else row.max_abs > 0
+    if bad:
+        row.status = "DIFF"
+    found = _token_axis(base, ref.shape)
+    if found is not None and ref.shape[found[0]] > 0:
+        axis, row.token_word = found
+        per = np.moveaxis(diff, axis, 0).reshape(ref.shape[axis], -1).max(axis=1) / scale   # [tokens]
+        row.token_q = (float(np.percentile(per, 50)), float(np.percentile(per, 99)), float(per.max()))
+        over = np.flatnonzero(per > tol) if not exact else np.flatnonzero(per > 0)
+        row.first_token = int(over[0]) if over.size else None
+    return row
+
+
+def _merged_order(primary: list[str], other: list[str]) -> list[str]:
+    """primary's keys in order; a key only in `other` goes right after the key that precedes it there."""
+    out, seen = list(primary), set(primary)
+    for i, k in enumerate(other):
+        if k in seen:
+            continue
+        prev = next((other[j] for j in range(i - 1, -1, -1) if other[j] in seen), None)
+        out.insert(out.index(prev) + 1 if prev is not None else 0, k)
+        seen.add(k)
+    return out
+
+
+def compare(ours: TraceFile, ref: TraceFile, rtol: float | None = None) -> tuple[list[Row], list[str]]:
+    """Walk both traces in data-flow order (the reference's, unless only ours states one).
+
+    -> (rows for every key the reference expects or both hold, keys only in ours). Not rows: a reference
+    input that ours lacks (inputs are given, not computed), and a reference key outside the patterns ours
+    was recorded with. A reference key that ours should have but lacks is MISSING.
+    """
+    first, second = (ours, ref) if ours.ordered and not ref.ordered else (ref, ours)
+    rows, extra = [], []
+    for key in _merged_order(list(first.arrays), list(second.arrays)):
+        is_input = key in ref.inputs or key in ours.inputs
+        if key in ours.arrays and key in ref.arrays:
+            row = compare_arrays(key, ours.arrays[key], ref.arrays[key], rtol)
+        elif key in ref.arrays:
+            traced = ours.include is None or any(fnmatch.fnmatchcase(key, p) for p in ours.include)
+            if is_input or not traced:
+                continue
+            row = Row(key, "MISSING", tuple(ref.arrays[key].shape), note="not in ours")
         else:
-            problem, err, rel = compare_arrays(ours[key], ref[key])
-            if problem:
-                status, detail = "SHAPE", problem
-            else:
-                exact = ref[key].dtype.kind in "iub"
-                ok = rel == 0.0 if exact else rel <= rtol
-                status, detail = ("OK" if ok else "DIFF"), f"max_abs {err:.3e}  rel {rel:.3e}"
-        lines.append(f"{status:<8}{key:<44}{detail}")
-        if status != "OK":
-            bad += 1
-            if first and status != "MISSING":
-                lines.append(f"first divergence: {key}")
-                break
-    return lines, bad
+            extra.append(key)
+            continue
+        row.is_input = is_input
+        rows.append(row)
+    return rows, extra
+
+
+def first_divergence(rows: list[Row], ref_keys=()) -> tuple[Row, str] | None:
+    """The first DIFF/SHAPE row and a sentence saying where to look, or None when all agree."""
+    for row in rows:
+        if row.status not in ("DIFF", "SHAPE"):
+            continue
+        at = f" (first at {row.token_word} {row.first_token})" if row.first_token is not None else ""
+        if row.status == "SHAPE":
+            at = f" ({row.note})"
+        if row.is_input:
+            return row, f"the inputs differ: `{row.key}`{at}; the two runs were not given the same inputs"
+        mod, is_module = where(row.key, ref_keys)
+        if is_module:
+            return row, f"inputs of `{mod}` agree, its output differs{at}"
+        parent = mod.rsplit(".", 1)[0] if "." in mod else mod
+        return row, (f"`{mod}` is the first to differ{at}; everything before it agrees: look at the step that "
+                     f"computes it inside `{parent}`")
+    return None
+
+
+def _num(v: float, fmt: str) -> str:
+    return "-" if v != v else f"{v:{fmt}}"
+
+
+def format_rows(rows: list[Row]) -> list[str]:
+    lines = [f"{'status':<8}{'key':<58}{'max_abs':>10}{'rel':>10}{'tol':>8}{'NMSE dB':>9}{'cosine':>10}  "
+             f"per-token rel p50 / p99 / max, first past tol"]
+    for r in rows:
+        tol = "exact" if r.tol == 0.0 else _num(r.tol, ".0e")
+        tok = ""
+        if r.token_q:
+            tok = " / ".join(f"{q:.1e}" for q in r.token_q)
+            tok += f", {r.token_word} {r.first_token}" if r.first_token is not None else ""
+        name = r.key + (" (input)" if r.is_input else "")
+        lines.append(f"{r.status:<8}{name:<58}{_num(r.max_abs, '.2e'):>10}{_num(r.rel, '.2e'):>10}{tol:>8}"
+                     f"{_num(r.nmse_db, '.1f'):>9}{_num(r.cosine, '.6f'):>10}  {tok or r.note}")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Command lines
+# ---------------------------------------------------------------------------------------------------------
+def main_compare(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="omniref compare", description="compare a trace with a reference trace "
+                                 "key by key, in data-flow order")
+    ap.add_argument("ours", help="trace under test (.npz)")
+    ap.add_argument("reference", help="reference trace (.npz) or golden case directory")
+    ap.add_argument("--rtol", type=float, help="relative tolerance for every float key (default: the case "
+                    "tolerances of omniref verify, 1e-4 for most)")
+    ap.add_argument("--first", action="store_true", help="stop at the first divergence and say where to look")
+    ap.add_argument("-q", "--quiet", action="store_true", help="print only keys that do not agree")
+    args = ap.parse_args(argv)
+    try:
+        ours, ref = load_trace(args.ours), load_trace(args.reference)
+    except TraceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rows, extra = compare(ours, ref, args.rtol)
+    found = first_divergence(rows, ref.arrays)
+    shown = rows[:rows.index(found[0]) + 1] if args.first and found else rows
+    print("\n".join(format_rows([r for r in shown if not args.quiet or r.status != "OK"])))
+    counts = {s: sum(r.status == s for r in rows) for s in ("OK", "DIFF", "SHAPE", "MISSING")}
+    print(f"{counts['OK']} agree, {counts['DIFF']} differ, {counts['SHAPE']} shape, {counts['MISSING']} missing; "
+          f"{len(extra)} only in ours (not compared)")
+    if found:
+        print(f"first divergence: {found[0].key}: {found[1]}")
+    elif not rows:
+        print("no key in common: nothing was compared")
+        return 1
+    return 1 if found or counts["MISSING"] else 0
+
+
+def trace_case(case_dir, include=None, calls: str = "first", stages=None) -> Trace:
+    """Run a golden case's stages (as `omniref verify` does) under a Trace: the case's inputs first, then
+    every tap, each stage's FORMAT.md outputs after its taps."""
+    from .golden import Case
+    from .verify import _load_runner
+    case = Case(case_dir)
+    tr = Trace(include, calls=calls)
+    for key in case.golden:
+        if key in golden_inputs(case.golden):
+            tr.add(key, case.golden[key], is_input=True)
+    with tr:
+        for stage in STAGES:
+            if (stages and stage.name not in stages) or not stage.applies(case.golden):
+                continue
+            fn = _load_runner(stage)
+            for key, value in (fn(case) if fn is not None else {}).items():
+                tr.add(key, value)
+    return tr
 
 
 def main_trace(argv=None) -> int:
-    from .golden import Case
-    from .verify import STAGES, _load_runner
-    ap = argparse.ArgumentParser(prog="omniref trace", description="run a case's stages and save every output")
-    ap.add_argument("case")
-    ap.add_argument("-o", "--out", required=True, help="output .npz")
-    ap.add_argument("--stage", action="append")
+    ap = argparse.ArgumentParser(prog="omniref trace", description="run a golden case's stages and save every "
+                                 "tap (named intermediate) in data-flow order")
+    ap.add_argument("case", help="golden case directory")
+    ap.add_argument("-o", "--out", required=True, help="output trace (.npz)")
+    ap.add_argument("--tap", action="append", help="keep only names matching this glob (repeatable), e.g. "
+                    "'thinker.model.layers.3.*'")
+    ap.add_argument("--stage", action="append", help="only this stage (repeatable)")
+    ap.add_argument("--all-calls", action="store_true", help="also keep later calls of a module as NAME@n")
+    ap.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     args = ap.parse_args(argv)
-    case = Case(args.case)
-    with Trace() as tr:
-        for stage in STAGES:
-            if (args.stage and stage.name not in args.stage) or not stage.applies(case.golden):
-                continue
-            fn = _load_runner(stage)
-            if fn is None:
-                print(f"{stage.name}: not implemented, skipped")
-                continue
-            tr.update(fn(case))
-            print(f"{stage.name}: traced")
-    tr.save(args.out)
-    print(f"wrote {len(tr)} arrays to {args.out}")
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        print(f"error: {out}: already exists (use --force to overwrite)", file=sys.stderr)
+        return 2
+    if not (Path(args.case) / "golden.npz").is_file():
+        print(f"error: {args.case}: not a golden case directory (no golden.npz)", file=sys.stderr)
+        return 2
+    tr = trace_case(args.case, args.tap, "all" if args.all_calls else "first", args.stage)
+    tr.save(out, force=args.force)
+    print(f"wrote {len(tr)} arrays ({len(tr.inputs)} inputs) to {out}")
     return 0
-
-
-def main_compare(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="omniref compare", description="compare two traces layer by layer")
-    ap.add_argument("ours")
-    ap.add_argument("reference")
-    ap.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance for float arrays")
-    ap.add_argument("--first", action="store_true", help="stop at the first DIFF/SHAPE")
-    ap.add_argument("--only-common", action="store_true", help="ignore keys present in just one trace")
-    args = ap.parse_args(argv)
-    ours, ref = _load(args.ours), _load(args.reference)
-    if args.only_common:
-        common = set(ours) & set(ref)
-        ours = {k: v for k, v in ours.items() if k in common}
-        ref = {k: v for k, v in ref.items() if k in common}
-    lines, bad = compare_traces(ours, ref, args.rtol, args.first)
-    print("\n".join(lines))
-    print(f"{len(lines) - bad} ok, {bad} differ or missing")
-    return 1 if bad else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main_compare())

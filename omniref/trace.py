@@ -46,18 +46,29 @@ import numpy as np
 from . import taps
 from .verify import STAGES, tolerance
 
-__all__ = ["Tap", "TAPS", "tap_for", "Trace", "TraceFile", "save_trace", "load_trace", "Row", "compare",
+__all__ = ["Tap", "TAPS", "LEGEND", "tap_for", "tap_table_markdown", "Trace", "TraceFile", "save_trace", "load_trace", "Row", "compare",
            "first_divergence", "format_report", "main_trace", "main_compare"]
 
 META_KEY = "__trace__"
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The tap table: every name a trace can hold. {i} layer, {k} DeepStack index, {u}/{b}/{j} code2wav stages.
-# Shape letters: L tokens of one forward, H hidden, nh/nkv heads, hd head size, E experts, k top-k,
-# N audio tokens, C audio chunks, P patches, M merged visual tokens (P/m²), T code frames, Q quantizers,
-# S samples at the current code2wav stage, c channels there, I intermediate width.
+# The tap table: every name a trace can hold. {i} layer, {k} DeepStack index, {u}/{b} code2wav stages.
 # ---------------------------------------------------------------------------------------------------------
+LEGEND = {
+    "L": "tokens of one forward (the prompt at prefill, 1 per decode step)", "Lt": "talker prefill rows",
+    "H": "hidden size of that stack", "nh / nkv": "query / key-value heads", "hd": "head size",
+    "E": "experts", "k": "num_experts_per_tok", "V": "vocabulary",
+    "F": "mel bins (num_mel_bins)", "C": "audio chunks of 2·n_window frames", "Tc": "frames per chunk",
+    "ds": "downsample_hidden_size", "t": "tokens per chunk", "N": "audio tokens of all clips",
+    "d": "audio d_model", "ffn": "encoder_ffn_dim", "O": "output size (= thinker hidden)",
+    "P": "patches of all images (or videos) of one call", "hv": "vision hidden_size",
+    "Pm": "merged visual tokens (P / spatial_merge_size²)", "Dt": "talker hidden",
+    "n_trail": "trailing text rows", "Q": "quantizers", "T": "code frames", "Hc": "code2wav hidden",
+    "S": "samples at that code2wav stage", "c": "channels at that stage",
+}
+
+
 @dataclass(frozen=True)
 class Tap:
     name: str           # pattern with {i}-style placeholders
@@ -75,7 +86,7 @@ class Tap:
         return None
 
 
-_TOKEN_WORDS = {"L": "token", "Lt": "token", "N": "audio token", "P": "patch", "M": "merged token",
+_TOKEN_WORDS = {"L": "token", "Lt": "token", "N": "audio token", "P": "patch", "Pm": "merged token",
                 "T": "frame", "S": "sample"}
 
 
@@ -118,15 +129,16 @@ def _decoder_taps(stack: str, who: str, moe: bool, shared: bool, qk_norm: bool, 
 
 TAPS: list[Tap] = [
     # audio encoder (thinker.audio_tower), packed tokens of all clips, no batch axis
-    Tap("thinker.audio_tower.conv2d1", "[C, ds, 64, Tc/2]", "first 3x3 stride-2 conv (before GELU), NCHW"),
-    Tap("thinker.audio_tower.conv2d2", "[C, ds, 32, Tc/4]", "second conv (before GELU)"),
-    Tap("thinker.audio_tower.conv2d3", "[C, ds, 16, Tc/8]", "third conv (before GELU)"),
+    Tap("thinker.audio_tower.conv2d1", "[C, ds, F/2, Tc/2]", "first 3x3 stride-2 conv (before GELU), NCHW"),
+    Tap("thinker.audio_tower.conv2d2", "[C, ds, F/4, Tc/4]", "second conv (before GELU)"),
+    Tap("thinker.audio_tower.conv2d3", "[C, ds, F/8, Tc/8]", "third conv (before GELU)"),
     Tap("thinker.audio_tower.conv_out", "[C, t, d]", "flattened (channel, frequency) -> d, per chunk"),
     Tap("thinker.audio_tower.inputs_embeds", "[N, d]", "conv_out + sinusoid positions, padding rows dropped "
         "(= golden audio.hidden_states.0)", False),
     Tap("thinker.audio_tower.layers.{i}.self_attn_layer_norm", "[N, d]", "LayerNorm before attention"),
     Tap("thinker.audio_tower.layers.{i}.self_attn", "[N, d]", "windowed bidirectional attention + out_proj"),
     Tap("thinker.audio_tower.layers.{i}.final_layer_norm", "[N, d]", "LayerNorm before the MLP"),
+    Tap("thinker.audio_tower.layers.{i}.fc1", "[N, ffn]", "MLP up-projection (before GELU)"),
     Tap("thinker.audio_tower.layers.{i}.fc2", "[N, d]", "MLP output"),
     Tap("thinker.audio_tower.layers.{i}", "[N, d]", "encoder layer output"),
     Tap("thinker.audio_tower.ln_post", "[N, d]", "final LayerNorm"),
@@ -141,8 +153,8 @@ TAPS: list[Tap] = [
     Tap("thinker.visual.blocks.{i}.norm2", "[P, hv]", "LayerNorm before the MLP"),
     Tap("thinker.visual.blocks.{i}.mlp", "[P, hv]", "MLP output"),
     Tap("thinker.visual.blocks.{i}", "[P, hv]", "ViT block output"),
-    Tap("thinker.visual.merger_list.{k}", "[M, O]", "DeepStack merger k (after block deepstack_visual_indexes[k])"),
-    Tap("thinker.visual.merger", "[M, O]", "final patch merger: the visual tokens"),
+    Tap("thinker.visual.merger_list.{k}", "[Pm, O]", "DeepStack merger k (after block deepstack_visual_indexes[k])"),
+    Tap("thinker.visual.merger", "[Pm, O]", "final patch merger: the visual tokens"),
     # thinker text decoder
     Tap("thinker.model.embed_tokens", "[1, L, H]", "token embeddings (placeholders still text rows)"),
     Tap("thinker.model.inputs_embeds", "[1, L, H]", "embeddings with audio / image / video rows written in "
@@ -169,6 +181,16 @@ TAPS: list[Tap] = [
     Tap("code2wav.decoder.{b}", "[1, c, S]", "decoder block b output; the last two: SnakeBeta, final conv"),
     Tap("code2wav", "[1, 1, S]", "waveform, clamped to [-1, 1]"),
 ]
+
+
+def tap_table_markdown() -> str:
+    """The table of docs/taps.md (tests/test_trace.py keeps that file equal to this)."""
+    lines = ["| name | shape | meaning |", "| --- | --- | --- |"]
+    for t in TAPS:
+        kind = "" if t.module else " *(step, no module)*"
+        lines.append(f"| `{t.name}` | `{t.shape}` | {t.meaning}{kind} |")
+    legend = "; ".join(f"`{k}` {v}" for k, v in LEGEND.items())
+    return "\n".join(lines) + f"\n\nShape letters: {legend}.\n"
 
 
 def _pattern_regex(name: str) -> re.Pattern:
@@ -485,8 +507,12 @@ def compare(ours: TraceFile, ref: TraceFile, rtol: float | None = None) -> tuple
 
 
 def first_divergence(rows: list[Row], ref_keys=()) -> tuple[Row, str] | None:
-    """The first DIFF/SHAPE row and a sentence saying where to look, or None when all agree."""
+    """The first DIFF / SHAPE row, or MISSING tap (a step that did not run), and a sentence saying where to
+    look; None when all agree. (A missing FORMAT.md key is no divergence: a stage may not have been traced.)"""
     for row in rows:
+        if row.status == "MISSING" and tap_for(row.key) is not None and not row.is_input:
+            return row, (f"`{row.key}` is missing from ours while everything before it agrees: the step that "
+                         f"computes it (inside `{row.key.rsplit('.', 1)[0]}`) did not run")
         if row.status not in ("DIFF", "SHAPE"):
             continue
         at = f" (first at {row.token_word} {row.first_token})" if row.first_token is not None else ""
@@ -497,7 +523,7 @@ def first_divergence(rows: list[Row], ref_keys=()) -> tuple[Row, str] | None:
         mod, is_module = where(row.key, ref_keys)
         if is_module:
             return row, f"inputs of `{mod}` agree, its output differs{at}"
-        parent = mod.rsplit(".", 1)[0] if "." in mod else mod
+        parent = re.sub(r"(\.\d+)+$", "", mod).rsplit(".", 1)[0]        # deepstack.0 -> thinker.model
         return row, (f"`{mod}` is the first to differ{at}; everything before it agrees: look at the step that "
                      f"computes it inside `{parent}`")
     return None

@@ -170,3 +170,13 @@ def test_tap_table_patterns_and_token_axes():
     assert tap_for("thinker.model.layers.x") is None
     assert tap_for("code2wav.decoder.3").token_axis == (2, "sample")
     assert tap_for("thinker.model.layers.0.self_attn.q_rotary").token_axis == (2, "token")
+
+
+def test_docs_table_is_the_tap_table():
+    """docs/taps.md holds the table generated from TAPS (regenerate: omniref.trace.tap_table_markdown())."""
+    from pathlib import Path
+
+    from omniref.trace import tap_table_markdown
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "taps.md").read_text()
+    assert tap_table_markdown() in doc
+    assert f"## The table ({len(TAPS)} names)" in doc

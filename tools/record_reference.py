@@ -60,9 +60,10 @@ def tapped_modules(model, weight_keys: set[str]) -> dict[str, object]:
     """checkpoint-style name -> module, for every module a tap names. Stops on a tap name that matches no
     module, or a tapped module whose parameters are not checkpoint keys under that name."""
     found, params_bad = {}, []
+    parts = {k.split(".")[0] for k in weight_keys}          # a code2wav-only checkpoint has only "code2wav"
     for hf_name, module in model.named_modules():
         name = checkpoint_name(hf_name)
-        if any(rx.match(name) for rx, _ in MODULE_TAPS):
+        if name.split(".")[0] in parts and any(rx.match(name) for rx, _ in MODULE_TAPS):
             found[name] = module
             for pname, _ in module.named_parameters(recurse=False):
                 # transformers 5 fuses the experts in memory; the files keep one tensor per expert (FORMAT.md)
@@ -70,7 +71,8 @@ def tapped_modules(model, weight_keys: set[str]) -> dict[str, object]:
                        }.get(pname, f"{name}.{pname}") if name.endswith(".experts") else f"{name}.{pname}"
                 if key not in weight_keys:
                     params_bad.append(f"{name}.{pname} (module {hf_name})")
-    unmatched = [t.name for rx, t in MODULE_TAPS if not any(rx.match(n) for n in found)]
+    unmatched = [t.name for rx, t in MODULE_TAPS
+                 if t.name.split(".")[0] in parts and not any(rx.match(n) for n in found)]
     if params_bad:
         raise SystemExit(f"error: tapped modules whose parameters are not checkpoint keys: {params_bad[:5]}")
     if unmatched:

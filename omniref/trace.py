@@ -227,7 +227,7 @@ class Trace:
     drop a name; calls: "first" (a repeated name keeps its first call) or "all" (call n >= 1 as `name@n`).
     """
 
-    def __init__(self, include=None, exclude=(), calls: str = "first"):
+    def __init__(self, include=None, exclude=(), calls: str = "first", meta: dict | None = None):
         if calls not in ("first", "all"):
             raise ValueError(f"calls must be 'first' or 'all', got {calls!r}")
         self.include = list(include) if include else None
@@ -235,6 +235,7 @@ class Trace:
         self.calls = calls
         self.arrays: dict[str, np.ndarray] = {}
         self.inputs: list[str] = []
+        self.meta = dict(meta or {})       # saved with the file (generation settings for a replay)
         self._seen: dict[str, int] = {}
         self._wanted: dict[str, bool] = {}
 
@@ -277,22 +278,23 @@ class Trace:
         return len(self.arrays)
 
     def save(self, path, force: bool = False) -> None:
-        save_trace(path, self.arrays, self.inputs, self.include, force=force)
+        save_trace(path, self.arrays, self.inputs, self.include, force=force, meta=self.meta)
 
 
-def save_trace(path, arrays: dict, inputs=(), include=None, force: bool = False) -> None:
+def save_trace(path, arrays: dict, inputs=(), include=None, force: bool = False, meta: dict | None = None) -> None:
     """Write a trace file: the arrays in the given (data-flow) order + the `__trace__` JSON entry.
 
     Anyone can write one (a port's dump too): `save_trace("port.npz", {"thinker.model.layers.0": h0, ...},
-    inputs=["thinker.input_ids"])`. Refuses to overwrite an existing file unless `force`.
+    inputs=["thinker.input_ids"])`. Refuses to overwrite an existing file unless `force`. `meta`: anything
+    JSON a replay needs (e.g. {"generation": {...}}, the settings tools/record_reference.py reruns with).
     """
     path = Path(path)
     if path.exists() and not force:
         raise FileExistsError(f"{path}: already exists (use --force to overwrite)")
-    meta = {"format": "omniref-trace/1", "order": list(arrays), "inputs": [k for k in inputs if k in arrays],
-            "include": include}
+    header = {"format": "omniref-trace/1", "order": list(arrays), "inputs": [k for k in inputs if k in arrays],
+              "include": include, "meta": meta or {}}
     payload = {k: np.asarray(v) for k, v in arrays.items()}
-    payload[META_KEY] = np.array(json.dumps(meta))
+    payload[META_KEY] = np.array(json.dumps(header))
     with open(path, "wb") as f:                 # a file object: np.savez must not append ".npz" to the name
         np.savez_compressed(f, **payload)
 
@@ -307,6 +309,7 @@ class TraceFile:
     inputs: set[str] = field(default_factory=set)
     include: list[str] | None = None   # the patterns it was recorded with (None: everything)
     ordered: bool = False              # True when the file states its order (a trace file)
+    meta: dict = field(default_factory=dict)
 
 
 class TraceError(ValueError):
@@ -344,7 +347,7 @@ def load_trace(path) -> TraceFile:
         raise TraceError(f"{p}: its {META_KEY} entry is not valid trace metadata ({e})") from None
     order += [k for k in arrays if k not in order]
     return TraceFile(str(p), {k: arrays[k] for k in order}, set(meta.get("inputs") or ()), meta.get("include"),
-                     ordered=True)
+                     ordered=True, meta=meta.get("meta") or {})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -367,38 +370,35 @@ class Row:
     note: str = ""
 
 
-# FORMAT.md keys of a golden case -> the module whose output they are (so a golden file localises too)
+# FORMAT.md keys of a golden case -> the module whose output they are ({n}: the key's number - 1), so that a
+# comparison against a golden.npz, which holds no taps, still names a module
 _GOLDEN_WHERE = [
-    (re.compile(r"(thinker)\.hidden_states\.0$"), "thinker.model.inputs_embeds"),
-    (re.compile(r"(thinker)\.hidden_states\.(\d+)$"), "thinker.model.layers.{n}"),
-    (re.compile(r"(audio)\.hidden_states\.0$"), "thinker.audio_tower.inputs_embeds"),
-    (re.compile(r"(audio)\.hidden_states\.(\d+)$"), "thinker.audio_tower.layers.{n}"),
-    (re.compile(r"(audio)\.output$"), "thinker.audio_tower.proj2"),
-    (re.compile(r"(vision|vision_video)\.hidden_states\.0$"), "thinker.visual.patch_embed + pos_embeds"),
-    (re.compile(r"(vision|vision_video)\.hidden_states\.(\d+)$"), "thinker.visual.blocks.{n}"),
-    (re.compile(r"(vision|vision_video)\.deepstack\.(\d+)$"), "thinker.visual.merger_list.{k}"),
-    (re.compile(r"(vision|vision_video)\.output$"), "thinker.visual.merger"),
-    (re.compile(r"(thinker)\.(position_ids|rope_deltas)$"), "thinker.model.position_ids (the rope index)"),
+    (r"thinker\.hidden_states\.0", "thinker.model.inputs_embeds"),
+    (r"thinker\.hidden_states\.(\d+)", "thinker.model.layers.{n}"),      # the last index: thinker.model.norm
+    (r"audio\.hidden_states\.0", "thinker.audio_tower.inputs_embeds"),
+    (r"audio\.hidden_states\.(\d+)", "thinker.audio_tower.layers.{n}"),
+    (r"audio\.output", "thinker.audio_tower.proj2"),
+    (r"vision(?:_video)?\.hidden_states\.0", "thinker.visual.pos_embeds"),    # patch_embed + pos_embeds
+    (r"vision(?:_video)?\.hidden_states\.(\d+)", "thinker.visual.blocks.{n}"),
+    (r"vision(?:_video)?\.deepstack\.(\d+)", "thinker.visual.merger_list.{k}"),
+    (r"vision(?:_video)?\.output", "thinker.visual.merger"),
+    (r"thinker\.(?:position_ids|rope_deltas)", "thinker.model.position_ids"),
 ]
 
 
 def where(key: str, ref_keys=()) -> tuple[str, bool]:
-    """-> (the module or step a key is the output of, whether it is a Hugging Face module)."""
+    """-> (the tap a key is, or that a golden key stands for; whether it is a Hugging Face module's output)."""
     base = key.split("@")[0]
-    tap = tap_for(base)
-    if tap is not None:
-        return base, tap.module
-    for rx, w in _GOLDEN_WHERE:
-        m = rx.match(base)
+    for pattern, name in _GOLDEN_WHERE:
+        m = re.fullmatch(pattern, base)
         if m:
-            num = int(m.group(2)) if m.lastindex and m.lastindex >= 2 and m.group(2).isdigit() else 0
-            last = f"{m.group(1)}.hidden_states.{num + 1}" not in ref_keys
-            if w == "thinker.model.layers.{n}" and last:
-                return "thinker.model.norm", True
-            if w == "thinker.audio_tower.layers.{n}" and last:
-                return f"thinker.audio_tower.layers.{num - 1} (before ln_post)", True
-            return w.format(n=num - 1, k=num), "+" not in w and "(" not in w
-    return base, False
+            num = int(m.group(1)) if m.groups() else 0
+            if name == "thinker.model.layers.{n}" and f"thinker.hidden_states.{num + 1}" not in ref_keys:
+                name = "thinker.model.norm"
+            base = name.format(n=num - 1, k=num)
+            break
+    tap = tap_for(base)
+    return base, tap is not None and tap.module
 
 
 def _token_axis(key: str, shape: tuple) -> tuple[int, str] | None:
@@ -619,7 +619,11 @@ def main_trace(argv=None) -> int:
     if not (Path(args.case) / "golden.npz").is_file():
         print(f"error: {args.case}: not a golden case directory (no golden.npz)", file=sys.stderr)
         return 2
-    tr = trace_case(args.case, args.tap, "all" if args.all_calls else "first", args.stage)
-    tr.save(out, force=args.force)
+    try:
+        tr = trace_case(args.case, args.tap, "all" if args.all_calls else "first", args.stage)
+        tr.save(out, force=args.force)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"wrote {len(tr)} arrays ({len(tr.inputs)} inputs) to {out}")
     return 0

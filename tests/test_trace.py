@@ -180,3 +180,13 @@ def test_docs_table_is_the_tap_table():
     doc = (Path(__file__).resolve().parent.parent / "docs" / "taps.md").read_text()
     assert tap_table_markdown() in doc
     assert f"## The table ({len(TAPS)} names)" in doc
+
+
+def test_golden_keys_are_localised_to_their_module():
+    """Against a golden.npz (no taps), a FORMAT.md key still names the module whose output it is."""
+    x = np.ones((1, 3, 2), np.float32)
+    ref = _tf({f"thinker.hidden_states.{i}": x for i in range(4)}, ordered=False)
+    for i, module in [(0, "thinker.model.inputs_embeds"), (2, "thinker.model.layers.1"), (3, "thinker.model.norm")]:
+        ours = _tf({**ref.arrays, f"thinker.hidden_states.{i}": x * 2})
+        row, says = first_divergence(compare(ours, ref)[0], ref.arrays)
+        assert row.key == f"thinker.hidden_states.{i}" and f"`{module}`" in says

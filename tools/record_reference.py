@@ -227,8 +227,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {args.out}: already exists (use --force to overwrite)")
     src = load_trace(args.inputs or args.checkpoint)   # the prompt, features and codes under FORMAT.md names
     inputs = src.arrays
-    meta_path = os.path.join(args.checkpoint, "meta.json")
-    meta = json.load(open(meta_path)) if os.path.isfile(meta_path) else {}
+    meta_path = os.path.join(args.checkpoint, "meta.json")     # a case's generation settings, or the trace's
+    meta = src.meta or (json.load(open(meta_path)) if os.path.isfile(meta_path) else {})
 
     import torch
     from transformers import Qwen3OmniMoeForConditionalGeneration

@@ -267,8 +267,9 @@ class Trace:
         self.arrays[name if n == 0 else f"{name}@{n}"] = np.array(array, copy=True)
 
     def add(self, name: str, array, is_input: bool = False) -> None:
-        """Add an array by hand (a run's input, or a stage output); an existing name is kept as it is."""
-        if name in self.arrays or not self.wants(name):
+        """Add an array by hand: a run's input (always kept: a replay needs it), or a stage output (kept if
+        wanted). An existing name is kept as it is."""
+        if name in self.arrays or not (is_input or self.wants(name)):
             return
         self.arrays[name] = np.array(array, copy=True)
         if is_input:

@@ -206,8 +206,11 @@ def run(model, inputs: dict, meta: dict):
             model.talker.config.audio_config = model.config.thinker_config.audio_config   # as tools/golden_run.py
         gen = meta.get("generation") or {}
         th, tk = gen.get("thinker") or {}, gen.get("talker") or {}
+        if th.get("do_sample"):
+            print("warning: the traced run sampled; the reference decodes greedily, so tokens may differ")
         return model.generate(
-            **kw, speaker=tk.get("speaker", "Ethan"), use_audio_in_video=use_aiv, return_audio=True,
+            **kw, speaker=tk.get("speaker", "Ethan"), use_audio_in_video=use_aiv,
+            return_audio=bool(gen.get("return_audio", True)),
             thinker_max_new_tokens=int(th.get("max_new_tokens", 8)),
             thinker_eos_token_id=int(th.get("eos_token_id", model.config.im_end_token_id)),
             talker_max_new_tokens=int(tk.get("max_new_tokens", 16)), talker_do_sample=False,

@@ -20,7 +20,7 @@ COMMANDS = {
     "generate": ("omniref.generate", "main"),
     "bench": ("omniref.bench", "main"),
     "trace": ("omniref.generate", "main_trace"),
-    "compare": ("omniref.trace", "main_compare"),
+    "compare": ("omniref.compare", "main"),
 }
 
 

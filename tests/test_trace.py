@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from omniref import taps
-from omniref.trace import (TAPS, Trace, TraceError, compare, compare_arrays, first_divergence, load_trace,
-                           main_compare, save_trace, tap_for)
+from omniref.compare import compare, compare_arrays, first_divergence
+from omniref.compare import main as main_compare
+from omniref.trace import TAPS, Trace, TraceError, load_trace, save_trace, tap_for
 
 
 def test_record_without_a_trace_touches_nothing():

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import nn
+from .. import nn, taps
 from ..decoder import Decoder, KVCache, rope_cos_sin
 from ..thinker.sampling import SamplingConfig, next_token, progress_bar
 from .code_predictor import CodePredictor
@@ -100,6 +100,7 @@ class Talker:
     def forward(self, x: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
         """x [L, Dt] at positions [3, L] (after the `len(cache)` cached rows) -> final-norm hidden [L, Dt]."""
         tt = self.tc.text_config
+        taps.record("talker.model.position_ids", positions[:, None, :])              # [3, 1, L]
         cos, sin = rope_cos_sin(positions, tt.head_dim, tt.rope_theta, tt.mrope_section)  # [L, hd] each
         return self.decoder.forward(np.asarray(x, np.float32), cos, sin, cache)
 

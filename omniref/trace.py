@@ -169,6 +169,7 @@ TAPS: list[Tap] = [
     # code2wav
     Tap("code2wav.code_embedding", "[1, Q, T, Hc]", "codebook vectors of every quantizer (before the mean)"),
     *_decoder_taps("code2wav.pre_transformer.", "code2wav", moe=False, shared=False, qk_norm=False, scale=True),
+    Tap("code2wav.pre_transformer", "[1, T, Hc]", "the pre-transformer's output (= its final norm)"),
     Tap("code2wav.upsample.{u}.0", "[1, Hc, S]", "causal transposed conv ×r (trimmed K-r at both ends)"),
     Tap("code2wav.upsample.{u}.1", "[1, Hc, S]", "ConvNeXt block"),
     Tap("code2wav.decoder.0", "[1, c, S]", "first causal conv Hc -> decoder_dim"),

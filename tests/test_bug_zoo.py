@@ -28,7 +28,7 @@ _clean: dict = {}
 
 def plant(monkeypatch, owner, name: str, old: str, new: str) -> None:
     """Replace `old` by `new` in the source of `owner.name` (a function or method) and install the result
-    everywhere the original is referenced from an omniref module."""
+    everywhere the original is referenced: omniref modules, and the op table the models call (backend.OPS)."""
     original = getattr(owner, name)
     source = textwrap.dedent(inspect.getsource(original))
     assert source.count(old) == 1, f"bug zoo: {old!r} is not (exactly once) in {owner.__name__}.{name}"
@@ -38,6 +38,9 @@ def plant(monkeypatch, owner, name: str, old: str, new: str) -> None:
     for mod in list(sys.modules.values()):
         if getattr(mod, "__name__", "").startswith("omniref") and getattr(mod, name, None) is original:
             monkeypatch.setattr(mod, name, namespace[name])
+    for op, (spec, kernel) in list(backend.OPS.items()):
+        if spec is original:
+            monkeypatch.setitem(backend.OPS, op, (namespace[name], kernel))
 
 
 def traced(case: str, stages: list[str]) -> TraceFile:
@@ -91,11 +94,11 @@ BUGS = [
      "row[(slot % 3 == 1) & (slot < 3 * mrope_section[1])] = 1",
      "row[(slot % 3 == 1) & (slot < 3 * mrope_section[1])] = 2", "thinker.model.rotary_emb"),
     ("q_norm skipped", "tiny_f32", ["thinker"], lambda: _decoder().Decoder, "attention",
-     'q = nn.rms_norm(q, w[p + "q_norm.weight"], self.rms_norm_eps)', "q = q",
+     'q = ops.rms_norm(q, self.w(p + "q_norm.weight"), self.rms_norm_eps)', "q = q",
      "thinker.model.layers.0.self_attn.q_norm"),
     ("softmax after top-k instead of before", "tiny_f32", ["thinker", "talker"], lambda: _decoder(), "moe",
      "weights = np.take_along_axis(probs, chosen, axis=-1)",
-     "weights = nn.softmax(np.take_along_axis(logits, chosen, axis=-1), axis=-1)",
+     "weights = ops.softmax(np.take_along_axis(logits, chosen, axis=-1), axis=-1)",
      "talker.model.layers.0.mlp.gate.router_scores"),    # the thinker renormalises, where both agree
     ("norm_topk_prob ignored", "tiny_f32", ["thinker"], lambda: _decoder(), "moe",
      "if norm_topk_prob:", "if False:", "thinker.model.layers.0.mlp.gate.router_scores"),
@@ -115,7 +118,7 @@ BUGS = [
     ("the talker's trailing text dropped", "tiny_f32", ["thinker", "talker"], lambda: _modules()[2],
      "build_talker_inputs", "trailing = np.concatenate([A[4:], eos[None]])", "trailing = eos[None]",
      "talker.trailing_text_hidden"),
-    ("Code2Wav transposed-conv trim shifted by one sample", "code2wav_q8", ["code2wav"], lambda: _modules()[1],
+    ("Code2Wav transposed-conv trim shifted by one sample", "code2wav_q8", ["code2wav"], lambda: _nn(),
      "causal_trans_conv", "return full[trim:full.shape[0] - trim]", "return full[trim + 1:full.shape[0] - trim + 1]",
      "code2wav.upsample.0.0"),
 ]

@@ -191,3 +191,12 @@ def test_golden_keys_are_localised_to_their_module():
         ours = _tf({**ref.arrays, f"thinker.hidden_states.{i}": x * 2})
         row, says = first_divergence(compare(ours, ref)[0], ref.arrays)
         assert row.key == f"thinker.hidden_states.{i}" and f"`{module}`" in says
+
+
+def test_inputs_that_differ_are_reported_as_such():
+    ids = np.arange(5)[None]
+    ref = _tf({"thinker.input_ids": ids, "thinker.model.layers.0": np.ones((1, 5, 2))}, inputs=["thinker.input_ids"])
+    ours = _tf({"thinker.input_ids": ids + 1, "thinker.model.layers.0": np.ones((1, 5, 2))},
+               inputs=["thinker.input_ids"])
+    row, says = first_divergence(compare(ours, ref)[0])
+    assert row.key == "thinker.input_ids" and says.startswith("the inputs differ")

@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                            max_new_tokens=args.talker_max_new_tokens)
             from omniref.audio.wav import write_wav
             write_wav(args.wav, speech.wav, SAMPLE_RATE)
-            print(f"wrote {args.wav}: {speech.wav.shape[0] / SAMPLE_RATE:.2f} s at {SAMPLE_RATE} Hz", file=sys.stderr)
+            print(f"wrote {args.wav}: {speech.wav.shape[0] / SAMPLE_RATE:.2f} s at {SAMPLE_RATE} Hz",
+                  file=sys.stderr)
     if trace is not None:
         trace.save(args.trace, force=args.force)
         print(f"wrote {len(trace)} arrays ({len(trace.inputs)} inputs) to {args.trace}", file=sys.stderr)

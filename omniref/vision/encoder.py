@@ -241,7 +241,7 @@ def vision_forward(weights, vision_config, pixel_values: np.ndarray, grid_thw: n
                          tap=f"{TAP}blocks.{i}.")
         if record_hidden:
             hidden.append(x)
-        if i in deepstack_at:                                     # DeepStack tap after block i
+        if i in deepstack_at:                                # DeepStack tap after block i
             k = deepstack_at.index(i)
             deepstack.append(patch_merger(x, w.scope(f"merger_list.{k}."), m, postshuffle_norm=True))
             taps.record(f"{TAP}merger_list.{k}", deepstack[-1])

@@ -202,6 +202,9 @@ def first_divergence(rows: list[Row], ref_keys=()) -> tuple[Row, str] | None:
         mod, is_module = where(row.key, ref_keys)
         if is_module:
             return row, f"inputs of `{mod}` agree, its output differs{at}"
+        if tap_for(mod) is None:                      # a golden-case key that stands for no tap
+            return row, (f"`{row.key}` is the first to differ{at}; every traced tap before it agrees: it is made "
+                         f"by steps that are not traced (decode steps and later calls need --all-calls)")
         parent = re.sub(r"(\.\d+)+$", "", mod).rsplit(".", 1)[0]        # deepstack.0 -> thinker.model
         return row, (f"`{mod}` is the first to differ{at}; everything before it agrees: look at the step that "
                      f"computes it inside `{parent}`")

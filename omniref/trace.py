@@ -163,6 +163,8 @@ TAPS: list[Tap] = [
     Tap("talker.trailing_text_hidden", "[1, n_trail, Dt]", "text rows added to the talker's decode steps", False),
     Tap("talker.model.position_ids", "[3, 1, L]", "talker MRoPE positions", False),
     *_decoder_taps("talker.model.", "talker", moe=True, shared=True, qk_norm=True, scale=False),
+    Tap("talker.codes", "[1, G, T]", "codes of every frame (codebook 0 from the talker, 1..G-1 from the code "
+        "predictor): what Code2Wav receives", False),
     # code predictor (a dense Qwen3 stack per frame)
     *_decoder_taps("talker.code_predictor.model.", "code predictor", moe=False, shared=False, qk_norm=True,
                    scale=False),

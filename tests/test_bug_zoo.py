@@ -43,10 +43,10 @@ def plant(monkeypatch, owner, name: str, old: str, new: str) -> None:
             monkeypatch.setitem(backend.OPS, op, (namespace[name], kernel))
 
 
-def traced(case: str, stages: list[str]) -> TraceFile:
+def traced(case: str, stages: list[str], calls: str = "first") -> TraceFile:
     """A trace of the case's stages (`case`: a committed case name or a directory)."""
     with backend.use("numpy"):
-        tr = trace_case(case if "/" in case else CASES + case, stages=stages)
+        tr = trace_case(case if "/" in case else CASES + case, stages=stages, calls=calls)
     return TraceFile(case, tr.arrays, set(tr.inputs), None, ordered=True)
 
 
@@ -166,3 +166,16 @@ def test_compare_first_on_the_command_line_and_a_skipped_step(tmp_path, monkeypa
     assert main_compare([str(tmp_path / "ours.npz"), str(tmp_path / "ref.npz"), "--first"]) == 1
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("first divergence: thinker.model.deepstack.0: `thinker.model.deepstack.0` is missing")
+
+
+def test_a_decode_step_bug_needs_all_calls_and_then_names_the_step(monkeypatch):
+    """Decode positions one too far: the prefill taps all agree, so a first-call trace can only point at the
+    golden key the decode steps make (and says so); with every call traced it names the first decode step."""
+    clean_first, clean_all = _clean[("tiny_f32", ("thinker",))], traced("tiny_f32", ["thinker"], calls="all")
+    plant(monkeypatch, _modules()[3].Thinker, "generate", "start=len(out) - 1)", "start=len(out))")
+    buggy = traced("tiny_f32", ["thinker"])
+    row, says = first_divergence(compare(buggy, clean_first)[0], clean_first.arrays)
+    assert row.key.startswith(("talker.thinker_hidden", "thinker.generated_ids")) and "--all-calls" in says
+    buggy = traced("tiny_f32", ["thinker"], calls="all")
+    row, says = first_divergence(compare(buggy, clean_all)[0], clean_all.arrays)
+    assert row.key == "thinker.model.position_ids@1"

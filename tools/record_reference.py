@@ -182,6 +182,14 @@ def install_hooks(model, modeling, trace: Trace, modules: dict):
         return original_gen(*args, **kwargs)
     model.talker.generate = talker_generate
     undo.append(lambda: setattr(model.talker, "generate", original_gen))
+    # the frames' codes, as generate() hands them to Code2Wav
+    original_chunked = model.code2wav.chunked_decode
+
+    def chunked_decode(codes, *args, **kwargs):
+        rec("talker.codes", _np(codes))
+        return original_chunked(codes, *args, **kwargs)
+    model.code2wav.chunked_decode = chunked_decode
+    undo.append(lambda: setattr(model.code2wav, "chunked_decode", original_chunked))
     return handles, undo
 
 

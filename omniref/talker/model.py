@@ -182,6 +182,7 @@ class Talker:
         codes = np.zeros((G, T), np.int64)
         for t, f in enumerate(frames):
             codes[0, t], codes[1:, t] = tokens[t], f.tokens
+        taps.record("talker.codes", codes, add_batch=True)                  # what Code2Wav receives [1, G, T]
         return TalkerOutput(
             sequences=np.asarray(tokens, np.int64), codes=codes, prefill_hidden=prefill_hidden,
             step_logits=np.stack(steps["logits"]), step_hidden=np.stack(steps["hidden"]),        # [n_steps, *]

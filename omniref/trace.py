@@ -374,7 +374,8 @@ def trace_case(case_dir, include=None, calls: str = "first", stages=None) -> Tra
 
 def main_trace(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="omniref trace", description="run a golden case's stages and save every "
-                                 "tap (named intermediate) in data-flow order")
+                                 "tap (named intermediate) in data-flow order; with --checkpoint DIR and the "
+                                 "arguments of `omniref generate`, trace a generate run instead")
     ap.add_argument("case", help="golden case directory")
     ap.add_argument("-o", "--out", required=True, help="output trace (.npz)")
     ap.add_argument("--tap", action="append", help="keep only names matching this glob (repeatable), e.g. "

@@ -8,13 +8,15 @@
 #
 # This chapter runs layer 0 of the golden case `tiny_f32` by hand, piece by piece, and ends with the logit
 # processors that pick the next token (`omniref/thinker/sampling.py`). The intermediate arrays are computed
-# by calling the model's own functions (`nn.linear`, `nn.rms_norm`, `nn.apply_rotary`, `nn.attention`).
+# by calling the model's own functions (`nn.linear`, `nn.rms_norm`, `nn.apply_rotary`, `nn.attention`) and
+# checked against the taps the model records (`omniref/trace.py`).
 # Prerequisites: chapters 04 (RoPE) and 05 (MoE). Runs in a few seconds as a script or a notebook.
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 
+import omniref.trace
 from omniref import nn
 from omniref.config import qwen3_omni_30b_a3b_instruct
 from omniref.decoder import KVCache, moe, rope_cos_sin
@@ -66,20 +68,16 @@ assert err < 1e-5
 # forward must hold exactly what we computed by hand above.
 
 # %%
-import omniref.trace
-
-if hasattr(omniref.trace.Trace, "offer"):                 # the tap table (omniref.trace.Trace(include=...))
-    p0 = "thinker.model.layers.0."
-    with omniref.trace.Trace(include=[p0 + "*", p0[:-1]]) as tr:
-        thinker.forward(x, positions)
-    by_hand = {p0 + "self_attn.q_norm": qn, p0 + "self_attn.k_norm": kn, p0 + "self_attn.q_rotary": qr,
-               p0 + "self_attn.k_rotary": kr, p0 + "self_attn.o_proj": attn, p0[:-1]: out0}
-    for name, ours in by_hand.items():
-        tapped = tr.arrays[name][0]                       # the batch axis of the reference's layout dropped
-        assert np.allclose(tapped, ours, rtol=1e-5, atol=1e-6), name
-        print(f"  tap {name:42s} {list(tr.arrays[name].shape)} == by hand")
-else:
-    print("(this checkout has no tap table: omniref.trace.Trace(include=...) arrived with the debug-a-port issue)")
+p0 = "thinker.model.layers.0."
+with omniref.trace.Trace(include=[p0 + "*", p0[:-1]]) as tr:           # record the taps of one forward
+    thinker.forward(x, positions)
+by_hand = {p0 + "self_attn.q_norm": qn, p0 + "self_attn.k_norm": kn, p0 + "self_attn.q_rotary": qr,
+           p0 + "self_attn.k_rotary": kr, p0 + "self_attn.o_proj": attn, p0[:-1]: out0}
+for name, ours in by_hand.items():
+    tapped = tr.arrays[name][0]                               # the batch axis of the reference's layout dropped
+    assert np.allclose(tapped, ours, rtol=1e-5, atol=1e-6), name
+    print(f"  tap {name:42s} {list(tr.arrays[name].shape)} == by hand")
+print(f"one forward offers {len(tr)} taps under {p0}*; `omniref trace` / `omniref compare` use the same names")
 
 # %% [markdown]
 # ## 2. Grouped-query attention (GQA)

@@ -15,21 +15,7 @@
 #include "isa_instantiate.h"
 
 namespace omni {
-template <class Args>
-static Args to_args(const AttentionCall& c) {
-  return Args{c.q, c.k, c.v, c.out, c.Hq, c.Hkv, c.Lq, c.Lk, c.D,
-              c.causal, c.window, c.seg, c.mask, c.scale, c.ks, c.vs};
-}
-
-void attention(const AttentionCall& c) {
-  switch (isa()) {
-#ifdef OMNI_HAVE_X86_ISAS
-    case Isa::avx512: return isa_avx512::attention(to_args<isa_avx512::AttnArgs>(c));
-    case Isa::avx2: return isa_avx2::attention(to_args<isa_avx2::AttnArgs>(c));
-#endif
-    default: return isa_generic::attention(to_args<isa_generic::AttnArgs>(c));
-  }
-}
+void attention(const AttentionCall& c) { OMNI_DISPATCH(attention(c)); }
 
 // Reference: for each query, the whole score row, a max-subtracted softmax, then the weighted sum of v.
 void attention_naive(const AttentionCall& c) {

@@ -16,6 +16,7 @@
 //   load_cols(p, stride, rows, cols, out[N]): an N x N block of a row-major matrix transposed, out[j] lane i =
 //   p[i * stride + j] (zero past `rows` / `cols`): N weight rows read contiguously, delivered column by column.
 #pragma once
+#include "cpu.h"
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -39,6 +40,32 @@
   OMNI_PRAGMA(GCC pop_options)
 #define OMNI_HAVE_X86_ISAS 1
 #endif
+
+// OMNI_DISPATCH(call): `return isa_<set>::call;` for the instruction set selected in cpu.h (the one switch
+// every kernel's entry point goes through). Use it where the isa_* namespaces exist, i.e. after
+// isa_instantiate.h, e.g.  void gelu(...) { OMNI_DISPATCH(gelu_block(x, y, n)); }
+#ifdef OMNI_HAVE_X86_ISAS
+#define OMNI_DISPATCH(call)                                  \
+  switch (::omni::isa()) {                                   \
+    case ::omni::Isa::avx512: return isa_avx512::call;       \
+    case ::omni::Isa::avx2: return isa_avx2::call;           \
+    default: return isa_generic::call;                       \
+  }
+#else
+#define OMNI_DISPATCH(call) return isa_generic::call;
+#endif
+
+namespace omni {
+// bfloat16 -> float32, exact: bf16 bits are the high half of the float32 word. `widen(float)` is the identity,
+// so code templated over the weight type (float or uint16_t bf16 bits) reads one element as `widen(W[i])`.
+inline float widen(uint16_t h) {
+  const uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline float widen(float v) { return v; }
+}  // namespace omni
 
 // Cephes expf constants: exp(x) = 2^n * exp(r), n = round(x*log2(e)), r = x - n*ln2 (ln2 split in two parts
 // so r is exact), exp(r) by a degree-6 minimax polynomial on [-ln2/2, ln2/2].
@@ -73,9 +100,8 @@ struct V {
   static inline float reduce_add(R a) { return a; }
   static inline float reduce_max(R a) { return a; }
   static inline R exp(R x) { return x < OMNI_EXP_LO ? 0.f : std::exp(x); }
-  static inline float bf16(uint16_t h) { uint32_t u = uint32_t(h) << 16; float f; std::memcpy(&f, &u, 4); return f; }
-  static inline R load_bf16(const uint16_t* p) { return bf16(*p); }
-  static inline R load_bf16_part(const uint16_t* p, int n) { return n > 0 ? bf16(*p) : 0.f; }
+  static inline R load_bf16(const uint16_t* p) { return omni::widen(*p); }
+  static inline R load_bf16_part(const uint16_t* p, int n) { return n > 0 ? omni::widen(*p) : 0.f; }
   static inline void load_cols(const float* p, int64_t stride, int rows, int cols, R* out) {
     out[0] = (rows > 0 && cols > 0) ? *p : 0.f;
   }

@@ -110,6 +110,9 @@ py::array_t<float> conv1d_py(const py::array& x, const py::array& W, const py::o
                           shape_str(W) + " expects " + std::to_string(W.shape(1)));
   if (T < 1) throw py::value_error("conv1d: weight " + shape_str(W) + " has no taps");
   if (dilation < 1) throw py::value_error("conv1d: dilation must be >= 1, got " + std::to_string(dilation));
+  // A dilation of M or more leaves every tap but the last in the zero padding, like M itself: clamping keeps
+  // d·(T-1) far from int64 overflow (a huge dilation used to wrap it into an out-of-bounds row).
+  dilation = std::min<int64_t>(dilation, std::max<int64_t>(x.shape(0), 1));
   py::array bias_arr, res_arr;
   const float* b = optional_f32(bias, bias_arr, "bias", 1);
   if (b && bias_arr.shape(0) != N)
@@ -124,7 +127,11 @@ py::array_t<float> conv1d_py(const py::array& x, const py::array& W, const py::o
   float* yp = y.mutable_data();
   {
     py::gil_scoped_release nogil;
-    (naive ? conv1d_naive : conv1d_fast)(xp, wp, b, r, yp, M, N, Cin, T, dilation);
+    // The GEMM multiplies the zero padding before the input by the weights; the NumPy specification never
+    // does (each tap adds only rows with a real input), so with a non-finite weight (0 · inf = NaN) only
+    // the reference loop, which skips the padding the same way, gives its result.
+    const bool exact_padding = naive || !omni::all_finite(wp, N * Cin * T);
+    (exact_padding ? conv1d_naive : conv1d_fast)(xp, wp, b, r, yp, M, N, Cin, T, dilation);
   }
   return y;
 }

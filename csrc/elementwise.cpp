@@ -83,6 +83,8 @@ py::array_t<float> gelu_py(const py::array& x, bool naive) {
   if (!x.dtype().is(py::dtype::of<float>())) throw py::type_error("gelu: x must be float32, got " +
                                                                    std::string(py::str(x.dtype())));
   if (!(x.flags() & py::array::c_style)) throw py::value_error("gelu: x must be C-contiguous");
+  if (!(x.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    throw py::value_error("gelu: x must be aligned to its element size");
   std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
   py::array_t<float> y(shape);
   const int64_t n = x.size();

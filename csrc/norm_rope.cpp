@@ -84,6 +84,9 @@ py::array_t<float> rotary_py(const py::array& x, const py::array& cs, const py::
   if (!x.dtype().is(py::dtype::of<float>()))
     throw py::type_error("rotary: x must be float32, got " + std::string(py::str(x.dtype())));
   if (x.ndim() != 3) throw py::value_error("rotary: x must be 3-D [B, L, D], got " + shape_str(x));
+  if (!(x.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    throw py::value_error("rotary: x must be aligned to its element size");
+  check_dims(x, "rotary: x");
   check_array<float>(cs, "rotary: cos", 2);
   check_array<float>(sn, "rotary: sin", 2);
   const int64_t B = x.shape(0), L = x.shape(1), D = x.shape(2);

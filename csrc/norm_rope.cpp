@@ -13,6 +13,7 @@
 // to about 1 ulp (the only difference is how mean(x^2) is summed). `naive=True` runs the same maths one
 // element at a time without threads (the reference the tests hold the threaded loops to).
 #include "bindings.h"
+#include <cfloat>
 #include <cmath>
 #include <vector>
 #ifdef OMNIREF_OPENMP
@@ -30,7 +31,9 @@ inline void rms_row(const float* __restrict x, const float* __restrict w, float*
                     float eps) {
   double ss = 0.0;
   for (int64_t c = 0; c < H; ++c) ss += double(x[c]) * double(x[c]);
-  const float var = float(ss / double(H));
+  // NumPy sums the squares in float32: past FLT_MAX that sum is inf, the row's norm inf, the output 0 (or NaN
+  // for an inf x). The double sum would not overflow, so say so explicitly to give the same result.
+  const float var = ss > double(FLT_MAX) ? INFINITY : float(ss / double(H));
   const float r = std::sqrt(var + eps);  // float32 add, float32 sqrt, as NumPy does
   for (int64_t c = 0; c < H; ++c) y[c] = w[c] * (x[c] / r);
 }

@@ -177,6 +177,8 @@ def test_norm_rope_activations_nonfinite(isa):
     rng = np.random.default_rng(5)
     x = planted(rng, (9, 40), count=2)
     w = rng.standard_normal(40).astype(np.float32)
+    x[4, 7] = 3e19                                               # its square overflows float32: NumPy's norm is inf
+    x[5] = 1e18                                                  # squares finite, their float32 sum is not
     assert_same_nonfinite(_native.rms_norm(x, w, 1e-6), spec("rms_norm")(x, w, 1e-6))
     xr = planted(rng, (3, 9, 16), count=2)
     cos, sin = rng.standard_normal((9, 16)).astype(np.float32), rng.standard_normal((9, 16)).astype(np.float32)

@@ -16,7 +16,7 @@ def test_demo_writes_wav_and_figure(tmp_path, capsys):
     assert demo.main(["--out", str(out), "--thinker-max-new-tokens", "4", "--talker-max-new-tokens", "12"]) == 0
     text = capsys.readouterr().out
     assert "RANDOM weights" in text and "noise" in text
-    for stage in ("mel features", "audio encoder", "vision encoder", "thinker generate", "talker inputs",
+    for stage in ("mel features, patches", "audio+vision encoders", "thinker generate", "talker inputs",
                   "talker + code pred.", "code2wav"):
         assert stage in text, stage
     rate, pcm = wavfile.read(out / "speech.wav")
@@ -42,7 +42,8 @@ def test_demo_rejects_missing_input(tmp_path):
 
 def test_speak_reproduces_golden_end_to_end(golden_cases):
     """Thinker (from the raw golden inputs) -> speak -> the reference's talker codes and waveform."""
-    from omniref.thinker.model import Thinker, prompt_from_case
+    from omniref.stages import prompt_from_case
+    from omniref.thinker.model import Thinker
     cases = [Case(p) for p in golden_cases]
     cases = [c for c in cases if c.config is not None and "talker.wav" in c.golden and "talker.codes" in c.golden]
     if not cases:

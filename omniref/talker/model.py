@@ -1,5 +1,5 @@
 """Talker prefill input -> codec frames: the talker MoE decoder, its codec head and the generation loop
-(FORMAT.md 6.7).
+(HF `Qwen3OmniMoeTalkerForConditionalGeneration`, driven by `Qwen3OmniMoeForConditionalGeneration.generate`).
 
 Each talker step emits codebook 0 of one 80 ms frame; the code predictor completes the frame; the whole frame
 (all G embeddings summed) plus one row of trailing text is the next talker input:
@@ -23,18 +23,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import nn
+from ..backend import ops
 from ..decoder import Decoder, KVCache, rope_cos_sin
-from ..thinker.sampling import SamplingConfig, next_token
+from ..thinker.sampling import SamplingConfig, next_token, progress_bar
 from .code_predictor import CodePredictor
 from .inputs import TalkerInputs, build_talker_inputs
 
-__all__ = ["Talker", "TalkerOutput", "golden_stage", "suppressed_ids", "reference_sampling",
+__all__ = ["Talker", "TalkerOutput", "suppressed_ids", "reference_sampling",
            "code_predictor_sampling"]
 
 
 def suppressed_ids(vocab_size: int, eos_id: int) -> np.ndarray:
-    """Codec ids the talker may never emit: the special range [Vt-1024, Vt) except codec eos (FORMAT.md 6.5).
+    """Codec ids the talker may never emit: the special range [Vt-1024, Vt) except codec eos (the
+    `suppress_tokens` HF `Qwen3OmniMoeForConditionalGeneration.generate` gives the talker).
 
     (pad, bos, think markers and speaker ids are *inputs*; the only special the talker may say is "stop".)
     """
@@ -104,7 +105,7 @@ class Talker:
 
     def logits(self, h: np.ndarray) -> np.ndarray:
         """codec_head: [..., Dt] -> [..., Vt] (codebook-0 ids and the special codec ids)."""
-        return nn.linear(h, self.codec_head)
+        return ops.linear(h, self.codec_head)
 
     # --- inputs from thinker states ----------------------------------------------------------------------
     def build_inputs(self, input_ids, generated_ids, thinker_embed, thinker_hidden, **kw) -> TalkerInputs:
@@ -114,13 +115,48 @@ class Talker:
 
     # --- the loop ----------------------------------------------------------------------------------------
     def generate(self, inputs: TalkerInputs, *, max_new_tokens: int = 4096,
-                 sampling: SamplingConfig | None = None, progress=None) -> TalkerOutput:
-        """Prefill with `inputs`, then one frame per step until codec eos (FORMAT.md 6.7).
+                 sampling: SamplingConfig | None = None, progress: bool | None = None) -> TalkerOutput:
+        """Prefill with `inputs`, then one frame per step until codec eos (the talker half of
+        Qwen3OmniMoeForConditionalGeneration.generate: Qwen3OmniMoeTalkerForConditionalGeneration decoding).
 
         sampling: SamplingConfig of the talker (default: greedy with repetition penalty 1.05, the reference's
         default penalty). The code predictor samples (top-k 50, top-p 0.8) iff the talker does, from the same
-        seeded generator. progress: optional callable(step) for a progress bar.
+        seeded generator. progress: a tqdm bar (thinker.sampling.progress_bar; None = only over 64 steps).
         """
+        x, p = self._checked_inputs(inputs, max_new_tokens)                 # [Lt, Dt], [3, Lt]
+        max_new_tokens = int(max_new_tokens)                                # 4096.0 is fine too
+        sampling = sampling if sampling is not None else SamplingConfig(repetition_penalty=1.05)
+        rng = sampling.generator()
+        cp_sampling = code_predictor_sampling(sampling)
+        cp_choose = (lambda z: int(np.argmax(z))) if cp_sampling.greedy else \
+            (lambda z: next_token(z, cp_sampling, rng=rng))
+        eos = int(self.tc.codec_eos_token_id)
+        suppress = suppressed_ids(self.codec_head.shape[0], eos)
+        trailing = np.asarray(inputs.trailing_text_hidden, np.float32).reshape(-1, x.shape[1])   # [n_trail, Dt]
+        cache, tokens, frames, steps = KVCache(), [], [], {"logits": [], "hidden": [], "x": [], "pos": []}
+        h = prefill_hidden = self.forward(x, p, cache)                      # [Lt, Dt]
+        p = p[:, -1:]                                                       # [3, 1] last prefill position
+        bar = progress_bar(max_new_tokens, "  talker steps", "step", progress)
+        for s in range(max_new_tokens):
+            scores = self.logits(h[-1])                                     # [Vt] raw
+            tokens.append(next_token(scores, sampling, previous=tokens, rng=rng, suppress=suppress))
+            steps["logits"].append(scores); steps["hidden"].append(h[-1])
+            bar.update(1)
+            if tokens[-1] == eos or s + 1 == max_new_tokens:                # the final token gets no frame
+                break
+            frames.append(self.code_predictor.predict_frame(h[-1], self.codec_embedding[tokens[-1]],
+                                                            choose=cp_choose))
+            x = self.next_input(tokens[-1], frames[-1], trailing[s] if s < len(trailing) else inputs.tts_pad)
+            # decode positions: previous + 1 in every row, in float32 as the reference's generate() does
+            # (video positions can be fractional; stepping by 1 keeps the exact same roundings)
+            p = (p + np.float32(1)).astype(np.float32)                      # [3, 1]
+            steps["x"].append(x); steps["pos"].append(p)
+            h = self.forward(x[None], p, cache)                             # [1, Dt]
+        bar.close()
+        return self._output(tokens, frames, prefill_hidden, steps, eos)
+
+    def _checked_inputs(self, inputs: TalkerInputs, max_new_tokens) -> tuple[np.ndarray, np.ndarray]:
+        """inputs_embeds [Lt, Dt] and position_ids [3, Lt] as float32, after checking them and max_new_tokens."""
         if int(max_new_tokens) != max_new_tokens or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens}")
         x0 = np.asarray(inputs.inputs_embeds, np.float32)
@@ -130,100 +166,27 @@ class Talker:
         pos0 = np.asarray(inputs.position_ids, np.float32).reshape(3, -1)
         if pos0.shape[1] != x0.shape[0]:
             raise ValueError(f"talker position_ids cover {pos0.shape[1]} rows but inputs_embeds has {x0.shape[0]}")
-        sampling = sampling if sampling is not None else SamplingConfig(repetition_penalty=1.05)
-        cp_sampling = code_predictor_sampling(sampling)
-        rng = sampling.generator()
-        cp_choose = (lambda z: int(np.argmax(z))) if cp_sampling.greedy else \
-            (lambda z: next_token(z, cp_sampling, rng=rng))
-        eos = int(self.tc.codec_eos_token_id)
-        suppress = suppressed_ids(self.codec_head.shape[0], eos)
-        trailing = np.asarray(inputs.trailing_text_hidden, np.float32).reshape(-1, Dt)   # [n_trail, Dt]
+        return x0, pos0
 
-        cache = KVCache()
-        h = self.forward(x0, pos0, cache)                                   # [Lt, Dt] prefill
-        prefill_hidden, p = h, pos0[:, -1:]                                 # [3, 1] last prefill position
-        tokens, logits_rows, hidden_rows, step_x, step_pos, frames = [], [], [], [], [], []
-        for s in range(int(max_new_tokens)):
-            last = h[-1]                                                    # [Dt]
-            scores = self.logits(last)                                      # [Vt] raw
-            logits_rows.append(scores); hidden_rows.append(last)
-            tok = next_token(scores, sampling, previous=tokens, rng=rng, suppress=suppress)
-            tokens.append(tok)
-            if progress is not None:
-                progress(s)
-            if tok == eos or s + 1 == max_new_tokens:                       # the final token gets no frame
-                break
-            frame = self.code_predictor.predict_frame(last, self.codec_embedding[tok], choose=cp_choose)
-            frames.append(frame)
-            # the next input "hears" the whole frame, plus one row of the text still to be spoken
-            x = self.codec_embedding[tok] + self.code_predictor.residual_embedding(frame.tokens)   # [Dt]
-            x = x + (trailing[s] if s < trailing.shape[0] else inputs.tts_pad)
-            # decode positions: previous + 1 in every row, in float32 as the reference's generate() does
-            # (video positions can be fractional; stepping by 1 keeps the exact same roundings)
-            p = (p + np.float32(1)).astype(np.float32)                      # [3, 1]
-            step_x.append(x); step_pos.append(p)
-            h = self.forward(x[None], p, cache)                             # [1, Dt]
+    def next_input(self, tok: int, frame, text_row: np.ndarray) -> np.ndarray:
+        """The next talker input "hears" the whole frame just spoken, plus one row of the text still to be
+        spoken: E(tok_0) + Σ_j E_cp[j-1](g_j) + text_row  -> [Dt]."""
+        x = self.codec_embedding[tok] + self.code_predictor.residual_embedding(frame.tokens)   # [Dt]
+        return x + text_row                                                                    # [Dt]
 
-        T, G, C = len(frames), self.G, self.C
+    def _output(self, tokens: list, frames: list, prefill_hidden: np.ndarray, steps: dict, eos: int) -> TalkerOutput:
+        """Stack the per-step records; codes [G, T] has frame t in column t (codebook 0 = the talker's token)."""
+        T, G, C, Dt = len(frames), self.G, self.C, prefill_hidden.shape[1]
         codes = np.zeros((G, T), np.int64)
         for t, f in enumerate(frames):
             codes[0, t], codes[1:, t] = tokens[t], f.tokens
         return TalkerOutput(
             sequences=np.asarray(tokens, np.int64), codes=codes, prefill_hidden=prefill_hidden,
-            step_logits=np.stack(logits_rows), step_hidden=np.stack(hidden_rows),
-            step_inputs_embeds=np.stack(step_x) if step_x else np.zeros((0, Dt), np.float32),
-            step_position_ids=np.concatenate(step_pos, axis=1) if step_pos else np.zeros((3, 0), np.float32),
+            step_logits=np.stack(steps["logits"]), step_hidden=np.stack(steps["hidden"]),        # [n_steps, *]
+            step_inputs_embeds=np.stack(steps["x"]) if steps["x"] else np.zeros((0, Dt), np.float32),
+            step_position_ids=np.concatenate(steps["pos"], axis=1) if steps["pos"]
+            else np.zeros((3, 0), np.float32),                                                   # [3, n_steps-1]
             cp_inputs_embeds=np.stack([f.inputs_embeds for f in frames]) if frames
-            else np.zeros((0, 2, Dt), np.float32),
+            else np.zeros((0, 2, Dt), np.float32),                                               # [T, 2, Dt]
             cp_logits=np.stack([f.logits for f in frames]) if frames else np.zeros((0, G - 1, C), np.float32),
             cp_tokens=codes[1:].T.copy(), ended_with_eos=bool(tokens and tokens[-1] == eos))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Golden stage: python -m omniref verify CASE --stage talker
-# ---------------------------------------------------------------------------------------------------------
-INPUT_KEYS = ("talker.thinker_embed", "talker.thinker_hidden", "thinker.input_ids", "thinker.generated_ids")
-
-
-def golden_stage(case) -> dict[str, np.ndarray]:
-    """Every `talker.*` key (except its inputs thinker_embed / thinker_hidden) and every `code_predictor.*`
-    key, from the thinker states, the prompt ids, the media grids and the clip frame counts."""
-    g = case.golden
-    if case.config is None or case.weights is None or not all(k in g for k in INPUT_KEYS):
-        return {}
-    cfg = case.config
-    gen = (case.meta.get("generation") or {})
-    tgen, thgen = gen.get("talker") or {}, gen.get("thinker") or {}
-    speaker = tgen.get("speaker_id", tgen.get("speaker", "ethan"))
-    talker = Talker(case.weights, cfg)
-    inputs = talker.build_inputs(
-        g["thinker.input_ids"][0], g["thinker.generated_ids"][0], g["talker.thinker_embed"][0],
-        g["talker.thinker_hidden"][0], speaker=speaker, thinker_eos_token_id=thgen.get("eos_token_id"),
-        image_grid_thw=g.get("image.grid_thw"), video_grid_thw=g.get("video.grid_thw"),
-        video_second_per_grid=g.get("video.second_per_grid"),
-        audio_feature_lengths=g["mel.attention_mask"].sum(-1) if "mel.attention_mask" in g else None)
-    sampling = SamplingConfig(repetition_penalty=float(tgen.get("repetition_penalty", 1.05)))
-    out = talker.generate(inputs, max_new_tokens=int(tgen.get("max_new_tokens", 4096)), sampling=sampling)
-    res = {
-        "talker.tts_special_embeds": inputs.tts_special_embeds,
-        "talker.input_ids": inputs.input_ids[None],
-        "talker.attention_mask": np.ones((1, inputs.input_ids.shape[0]), np.int64),
-        "talker.inputs_embeds": inputs.inputs_embeds[None],
-        "talker.trailing_text_hidden": inputs.trailing_text_hidden[None],
-        "talker.position_ids": inputs.position_ids[:, None, :],
-        "talker.prefill_hidden": out.prefill_hidden[None],
-        "talker.step_logits": out.step_logits,
-        "talker.step_hidden": out.step_hidden,
-        "talker.step_inputs_embeds": out.step_inputs_embeds,
-        "talker.step_position_ids": out.step_position_ids[:, None, :],
-        "talker.sequences": out.sequences[None],
-        "talker.codes": out.codes[None],
-        "code_predictor.inputs_embeds": out.cp_inputs_embeds,
-        "code_predictor.logits": out.cp_logits,
-        "code_predictor.tokens": out.cp_tokens,
-    }
-    if "talker.wav" in g:
-        from ..codec.code2wav import Code2Wav
-        res["talker.wav"] = Code2Wav(cfg.code2wav_config, case.weights.scope("code2wav.")).chunked_decode(
-            out.codes[None], chunk_size=300, left_context_size=25)            # [1, 1, S]
-    return {k: v for k, v in res.items() if k in g}

@@ -81,34 +81,41 @@ def _newline_id(args, ckpt: Path, cfg, tokenizer) -> int:
     raise ValueError("cannot tell the newline token id (no tokenizer, no meta.json token_ids): pass --nl-id")
 
 
-def build_prompt(args, cfg, tokenizer, nl_id: int):
-    """Media files + text -> ThinkerPrompt (features, patches, expanded ids)."""
+def build_prompt(args, cfg, tokenizer, nl_id: int, processor=None):
+    """Media files + text -> ThinkerPrompt (features, patches, expanded ids).
+
+    processor: the checkpoint's `ProcessorSettings` (preprocessor_config.json; default the published values).
+    """
+    from omniref.config import ProcessorSettings
     from omniref.audio import mel, wav
     from omniref.thinker.model import ThinkerPrompt
     from omniref.thinker.prompt import Audio, Image, PromptIds, Video, chat_prompt
     from omniref.vision.preprocess import preprocess_image, preprocess_video
-    vc = cfg.thinker_config.vision_config
+    vc, ps = cfg.thinker_config.vision_config, processor or ProcessorSettings()
     encode = tokenizer.encode if tokenizer is not None else (lambda s: _byte_ids(s, cfg))
     items, clips = [], []
     prompt = ThinkerPrompt(input_ids=np.zeros(0, np.int64))
     for path in args.audio:
-        clips.append(wav.read_wav(path))                                    # [N] 16 kHz
+        clips.append(wav.read_wav(path, ps.sampling_rate))                  # [N] 16 kHz
     if args.video_audio and not args.video:
         raise ValueError("--video-audio needs --video")
     if args.video_audio:
-        clips.append(wav.read_wav(args.video_audio))                        # the video's clip comes last
+        clips.append(wav.read_wav(args.video_audio, ps.sampling_rate))                        # the video's clip comes last
     if clips:
-        prompt.input_features, prompt.feature_attention_mask = mel.extract_features(clips)   # [n, 128, F]
+        prompt.input_features, prompt.feature_attention_mask = mel.extract_features(
+            clips, ps.feature_size, ps.n_fft, ps.hop_length, ps.sampling_rate)               # [n, 128, F]
         items += [Audio(int(n)) for n in prompt.feature_attention_mask.sum(1)[:len(args.audio)]]
     grids, pixels = [], []
     for path in args.image:
-        vi = preprocess_image(path, vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size)
+        vi = preprocess_image(path, vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size,
+                              ps.min_pixels, ps.max_pixels)
         pixels.append(vi.pixel_values); grids.append(vi.grid_thw[0]); items.append(Image(vi.grid_thw[0]))
     if pixels:
         prompt.pixel_values, prompt.image_grid_thw = np.concatenate(pixels), np.stack(grids)
     if args.video:
         frames = np.load(args.video)
-        vi = preprocess_video(frames, vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size, fps=args.video_fps)
+        vi = preprocess_video(frames, vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size, fps=args.video_fps,
+                              min_pixels=ps.video_min_pixels, max_pixels=ps.video_max_pixels)
         prompt.video_pixel_values, prompt.video_grid_thw = vi.pixel_values, vi.grid_thw
         prompt.video_second_per_grid = np.array([vi.second_per_grid], np.float32)
         own = int(prompt.feature_attention_mask[-1].sum()) if args.video_audio else None
@@ -122,16 +129,16 @@ def build_prompt(args, cfg, tokenizer, nl_id: int):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from omniref.config import load_config
+    from omniref.hub import open_checkpoint, require_talker
     from omniref.thinker.model import Thinker
     from omniref.thinker.sampling import SamplingConfig
-    from omniref.thinker.tokenizer import load_tokenizer
-    from omniref.weights import load_weights
     ckpt = Path(args.checkpoint)
     try:
-        cfg, weights = load_config(ckpt), load_weights(ckpt)
-        tokenizer = load_tokenizer(ckpt)
-        prompt = build_prompt(args, cfg, tokenizer, _newline_id(args, ckpt, cfg, tokenizer))
+        hub = open_checkpoint(ckpt, check=False)
+        cfg, weights, tokenizer = hub.config, hub.weights, hub.tokenizer
+        if args.wav:
+            require_talker(cfg, "--wav")
+        prompt = build_prompt(args, cfg, tokenizer, _newline_id(args, ckpt, cfg, tokenizer), hub.processor)
         sampling = SamplingConfig(do_sample=args.temperature > 0, temperature=args.temperature, top_k=args.top_k,
                                   top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
     except (ValueError, TypeError, FileNotFoundError) as e:

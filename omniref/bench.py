@@ -276,7 +276,19 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--threads", type=int, help="OpenMP threads for the cpp kernels (default: all cores)")
+    ap.add_argument("--full-width", action="store_true", help="per-layer cost at the published widths, "
+                    "extrapolated to the published depths (omniref.fullwidth_bench)")
+    ap.add_argument("--checkpoint", help="with --full-width: a full-width checkpoint of >= 2 layers per stack "
+                    "(default: write one into a temp dir)")
     args = ap.parse_args(argv)
+    if args.full_width:
+        from .fullwidth_bench import run
+        try:
+            print(run(args.checkpoint, prompt_tokens=32 if args.quick else 128, decode_tokens=2 if args.quick else 4))
+        except (ValueError, OSError) as e:
+            print(f"omniref bench --full-width: {e}")
+            return 2
+        return 0
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = [p for p in parts if p not in BENCHES]
     if unknown:

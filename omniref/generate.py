@@ -14,13 +14,12 @@ exact ids instead. A video is a .npy file of uint8 frames [T, H, W, 3] (already 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "build_prompt"]
+__all__ = ["main", "prompt_from_args"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,17 +62,11 @@ def _byte_ids(text: str, cfg) -> list[int]:
 
 
 def _newline_id(args, ckpt: Path, cfg, tokenizer) -> int:
-    if args.nl_id is not None:
-        return args.nl_id
-    if tokenizer is not None:
-        ids = tokenizer.encode("\n")
-        if len(ids) == 1:
-            return ids[0]
-    meta = ckpt / "meta.json"
-    if meta.is_file():
-        nl = (json.loads(meta.read_text()).get("token_ids") or {}).get("nl")
-        if nl is not None:
-            return int(nl)
+    """--nl-id, else the tokenizer's or meta.json's (thinker.prompt.newline_token_id), else the tiny model's."""
+    from omniref.thinker.prompt import newline_token_id
+    nl = args.nl_id if args.nl_id is not None else newline_token_id(ckpt, tokenizer)
+    if nl is not None:
+        return nl
     from omniref.tiny import TINY_TOKEN_IDS as T       # the bundled tiny checkpoint uses these ids
     if (cfg.im_start_token_id, cfg.user_token_id, cfg.assistant_token_id) == (T["im_start"], T["user"],
                                                                              T["assistant"]):
@@ -81,50 +74,18 @@ def _newline_id(args, ckpt: Path, cfg, tokenizer) -> int:
     raise ValueError("cannot tell the newline token id (no tokenizer, no meta.json token_ids): pass --nl-id")
 
 
-def build_prompt(args, cfg, tokenizer, nl_id: int, processor=None):
-    """Media files + text -> ThinkerPrompt (features, patches, expanded ids).
-
-    processor: the checkpoint's `ProcessorSettings` (preprocessor_config.json; default the published values).
-    """
-    from omniref.config import ProcessorSettings
-    from omniref.audio import mel, wav
-    from omniref.thinker.model import ThinkerPrompt
-    from omniref.thinker.prompt import Audio, Image, PromptIds, Video, chat_prompt
-    from omniref.vision.preprocess import preprocess_image, preprocess_video
-    vc, ps = cfg.thinker_config.vision_config, processor or ProcessorSettings()
+def prompt_from_args(args, cfg, tokenizer, nl_id: int, processor=None):
+    """Media files + text of the command line -> ThinkerPrompt (thinker.prompt.build_prompt); `processor`:
+    the checkpoint's preprocessor_config.json settings."""
+    from omniref.thinker.prompt import PromptIds, build_prompt
     encode = tokenizer.encode if tokenizer is not None else (lambda s: _byte_ids(s, cfg))
-    items, clips = [], []
-    prompt = ThinkerPrompt(input_ids=np.zeros(0, np.int64))
-    for path in args.audio:
-        clips.append(wav.read_wav(path, ps.sampling_rate))                  # [N] 16 kHz
+    text = [int(t) for t in args.prompt_ids.split(",")] if args.prompt_ids else (encode(args.prompt) if args.prompt else [])
     if args.video_audio and not args.video:
         raise ValueError("--video-audio needs --video")
-    if args.video_audio:
-        clips.append(wav.read_wav(args.video_audio, ps.sampling_rate))                        # the video's clip comes last
-    if clips:
-        prompt.input_features, prompt.feature_attention_mask = mel.extract_features(
-            clips, ps.feature_size, ps.n_fft, ps.hop_length, ps.sampling_rate)               # [n, 128, F]
-        items += [Audio(int(n)) for n in prompt.feature_attention_mask.sum(1)[:len(args.audio)]]
-    grids, pixels = [], []
-    for path in args.image:
-        vi = preprocess_image(path, vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size,
-                              ps.min_pixels, ps.max_pixels)
-        pixels.append(vi.pixel_values); grids.append(vi.grid_thw[0]); items.append(Image(vi.grid_thw[0]))
-    if pixels:
-        prompt.pixel_values, prompt.image_grid_thw = np.concatenate(pixels), np.stack(grids)
-    if args.video:
-        frames = np.load(args.video)
-        vi = preprocess_video(frames, vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size, fps=args.video_fps,
-                              min_pixels=ps.video_min_pixels, max_pixels=ps.video_max_pixels)
-        prompt.video_pixel_values, prompt.video_grid_thw = vi.pixel_values, vi.grid_thw
-        prompt.video_second_per_grid = np.array([vi.second_per_grid], np.float32)
-        own = int(prompt.feature_attention_mask[-1].sum()) if args.video_audio else None
-        prompt.use_audio_in_video = own is not None
-        items.append(Video(vi.grid_thw[0], vi.second_per_grid, audio_frames=own))
-    text = [int(t) for t in args.prompt_ids.split(",")] if args.prompt_ids else (encode(args.prompt) if args.prompt else [])
-    system = encode(args.system) if args.system else None
-    prompt.input_ids = chat_prompt(PromptIds.from_config(cfg, nl_id), items + [text], system=system)
-    return prompt
+    return build_prompt(PromptIds.from_config(cfg, nl_id), cfg.thinker_config.vision_config, audio=args.audio,
+                        images=args.image, video=np.load(args.video) if args.video else None,
+                        video_fps=args.video_fps, video_audio=args.video_audio or None, text=text,
+                        system=encode(args.system) if args.system else None, processor=processor)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, weights, tokenizer = hub.config, hub.weights, hub.tokenizer
         if args.wav:
             require_talker(cfg, "--wav")
-        prompt = build_prompt(args, cfg, tokenizer, _newline_id(args, ckpt, cfg, tokenizer), hub.processor)
+        prompt = prompt_from_args(args, cfg, tokenizer, _newline_id(args, ckpt, cfg, tokenizer), hub.processor)
         sampling = SamplingConfig(do_sample=args.temperature > 0, temperature=args.temperature, top_k=args.top_k,
                                   top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
     except (ValueError, TypeError, FileNotFoundError) as e:

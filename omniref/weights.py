@@ -29,7 +29,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 __all__ = ["SafetensorsError", "SafetensorsFile", "Weights", "WeightView", "load_weights",
-           "save_safetensors", "bf16_to_f32", "f32_to_bf16"]
+           "save_safetensors", "bf16_to_f32", "f32_to_bf16", "take_rows"]
 
 
 class SafetensorsError(ValueError):
@@ -50,6 +50,15 @@ MAX_HEADER = 100 * 1024 * 1024  # the format's own limit on the JSON header (100
 def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
     """[...] uint16 bf16 bit patterns -> [...] float32, exactly (bf16 = the top 16 bits of an f32)."""
     return (raw.astype(np.uint32) << 16).view(np.float32)
+
+
+def take_rows(table: np.ndarray, ids) -> np.ndarray:
+    """Rows `ids` of a [V, H] table in its on-disk dtype (bf16 as uint16) -> [n, H] float32.
+
+    An embedding lookup widens only the rows it reads: a 152064-row bf16 table is ~1.2 GB once widened whole.
+    """
+    rows = table[np.asarray(ids, np.int64)]                     # [n, H] on-disk dtype
+    return bf16_to_f32(rows) if rows.dtype == np.uint16 else rows.astype(np.float32)
 
 
 def f32_to_bf16(x: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from omniref import bench
 from omniref.config import qwen3_omni_30b_a3b_instruct
-from omniref.fullwidth_bench import PUBLISHED_DEPTH, layer_bytes, report, with_depth
+from omniref.bench.fullwidth import PUBLISHED_DEPTH, layer_bytes, report, with_depth
 from omniref.tiny import write_tiny_checkpoint
 
 

@@ -18,15 +18,15 @@ from __future__ import annotations
 import copy
 import resource
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from . import backend
-from .checkpoint import expected_shapes
-from .config import qwen3_omni_30b_a3b_instruct
-from .summary import EXPERT, component_params, kv_bytes_per_token, measure_bandwidth
+from .. import backend
+from ..checkpoint import expected_shapes
+from ..config import qwen3_omni_30b_a3b_instruct
+from ..summary import EXPERT, component_params, kv_bytes_per_token, measure_bandwidth
+from .timing import best_time, settle
 
 __all__ = ["PUBLISHED_DEPTH", "with_depth", "layer_bytes", "measure", "report", "run"]
 
@@ -67,27 +67,22 @@ def layer_bytes(cfg, stack: str, tokens: int) -> dict[str, float]:
     return {"decode": dec, "prefill": pre}
 
 
-def _timed(fn, repeat: int = 2) -> float:
-    """Fastest of `repeat` calls after an untimed one (which pages the memory-mapped weights in)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def _timed(fn) -> float:
+    """Fastest of two calls after an untimed one (which also pages the memory-mapped weights in)."""
+    settle()
+    return best_time(fn, 2)
 
 
 def measure(ck, *, prompt_tokens: int = 128, decode_tokens: int = 4, audio_seconds: float = 10.0,
             image_side: int = 448, log=print) -> dict:
     """{stack: {"prefill": (T1, T2), "decode": (T1, T2) or None}} seconds at depth 1 and 2."""
-    from .audio import mel
-    from .audio.encoder import encode_audio
-    from .talker import Talker
-    from .thinker.model import Thinker, ThinkerPrompt
-    from .thinker.prompt import PromptIds, chat_prompt
-    from .vision.encoder import encode_vision
-    from .vision.preprocess import preprocess_image
+    from ..audio import mel
+    from ..audio.encoder import encode_audio
+    from ..talker import Talker
+    from ..thinker.model import Thinker, ThinkerPrompt
+    from ..thinker.prompt import PromptIds, chat_prompt
+    from ..vision.encoder import encode_vision
+    from ..vision.preprocess import preprocess_image
     cfg, w = ck.config, ck.weights
     rng = np.random.default_rng(0)
     vocab = cfg.thinker_config.text_config.vocab_size
@@ -172,8 +167,8 @@ def report(times: dict, *, prompt_tokens: int, bandwidth: float, big_bandwidth: 
 
 def run(checkpoint: str | None = None, *, prompt_tokens: int = 128, decode_tokens: int = 4, log=print) -> str:
     """Measure (generating a 2-layer full-width checkpoint in a temp dir when none is given) and report."""
-    from .fullwidth import fullwidth_config, write_checkpoint
-    from .hub import open_checkpoint
+    from ..fullwidth import fullwidth_config, write_checkpoint
+    from ..hub import open_checkpoint
     tmp = None
     if checkpoint is None:
         tmp = tempfile.TemporaryDirectory(prefix="omniref_fullwidth_")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import struct
 import sys
 import time
 import zlib
@@ -35,7 +34,7 @@ from .config import OmniConfig
 from .published import (CHAT_TEMPLATE, VARIANTS, published_config, published_generation_config,
                         published_preprocessor_config)
 from .tiny import _draw, weight_std
-from .weights import f32_to_bf16
+from .weights import f32_to_bf16, write_safetensors
 
 __all__ = ["fullwidth_config", "write_checkpoint", "main"]
 
@@ -110,20 +109,10 @@ def _shards(shapes: dict[str, tuple[int, ...]], shard_bytes: int) -> list[list[s
 
 def _write_shard(path: Path, keys: list[str], shapes: dict, seed: int, damp: dict[str, int]) -> int:
     """One .safetensors file: header from the shapes, then every tensor streamed. Returns its data bytes."""
-    header, offset = {"__metadata__": {"format": "pt"}}, 0
-    for key in keys:
-        nbytes = 2 * math.prod(shapes[key])
-        header[key] = {"dtype": "BF16", "shape": list(shapes[key]), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as fh:
-        fh.write(struct.pack("<Q", len(text)))
-        fh.write(text)
-        for key in keys:
-            for bits in _bf16_slices(key, shapes[key], seed, damp.get(key)):
-                fh.write(bits.astype("<u2", copy=False).tobytes())
-    return offset
+    def chunks(key):
+        return (bits.astype("<u2", copy=False).tobytes() for bits in _bf16_slices(key, shapes[key], seed,
+                                                                                  damp.get(key)))
+    return write_safetensors(path, [(k, "BF16", shapes[k]) for k in keys], chunks, metadata={"format": "pt"})
 
 
 def write_checkpoint(out_dir, config: dict, *, seed: int = 0, shard_bytes: int = 2 << 30, tokenizer=None,

@@ -207,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     bandwidth = args.bandwidth * 1e9 if args.bandwidth else measure_bandwidth()
     print(f"omniref summary of {args.config} ({cfg.variant}; {note})")
+    unknown = cfg.unknown_fields()
+    if unknown:   # kept in each section's `extra`, never an error
+        print(f"config: {len(unknown)} fields kept but not used by omniref ({', '.join(unknown[:3])}, ...)")
     print(summary_table(cfg, args.context))
     print()
     print(estimate_table(cfg, weight_bytes=weight_bytes, itemsize=itemsize, context=args.context,

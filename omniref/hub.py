@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoint import check_weights
-from .config import OmniConfig, ProcessorSettings, load_config, load_processor_settings
+from .config import OmniConfig, load_config
+from .preprocessor_config import ProcessorSettings, load_processor_settings
 from .thinker.tokenizer import Tokenizer, load_tokenizer
 from .weights import Weights, load_weights
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from omniref.audio import mel
-from omniref.config import ProcessorSettings, load_config, load_processor_settings
+from omniref.config import load_config
+from omniref.preprocessor_config import ProcessorSettings, load_processor_settings
 from omniref.fullwidth import write_checkpoint
 from omniref.generate import main as generate_main
 from omniref.hub import NoTalkerError, open_checkpoint, require_talker

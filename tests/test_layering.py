@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "omniref"
 
 LAYERS = ("data", "spec", "kernels", "model", "harness", "apps")
 LAYER_OF = {
-    "data": ("config", "weights", "checkpoint", "errors", "published"),
+    "data": ("config", "weights", "checkpoint", "errors", "published", "preprocessor_config"),
     "spec": ("nn",),
     "kernels": ("_native", "backend", "_C"),
     "model": ("decoder", "audio", "vision", "thinker", "talker", "codec"),

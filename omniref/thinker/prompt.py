@@ -28,7 +28,7 @@ from typing import Callable, Sequence, Union
 import numpy as np
 
 from omniref.audio import mel, wav
-from omniref.config import ProcessorSettings
+from omniref.preprocessor_config import ProcessorSettings
 from omniref.thinker.model import ThinkerPrompt
 from omniref.thinker.positions import audio_output_length
 from omniref.vision.preprocess import preprocess_image, preprocess_video

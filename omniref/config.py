@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .published import published_config
+
 __all__ = ["AudioEncoderConfig", "VisionEncoderConfig", "TextConfig", "ThinkerConfig", "TalkerTextConfig",
            "CodePredictorConfig", "TalkerConfig", "Code2WavConfig", "OmniConfig", "load_config",
-           "qwen3_omni_30b_a3b_instruct", "PRESETS"]
+           "qwen3_omni_30b_a3b_instruct", "qwen3_omni_30b_a3b_thinking", "qwen3_omni_30b_a3b_captioner", "PRESETS"]
 
 ROPE_KEYS = ("rope_theta", "mrope_section", "interleaved", "mrope_interleaved", "rope_type")
 
@@ -70,6 +72,16 @@ class _Section:
 
     def __post_init__(self):
         pass
+
+    def unknown_fields(self, prefix: str = "") -> list[str]:
+        """Dotted names of the config.json fields omniref keeps in `extra` but does not use (training-only
+        settings such as dropouts, bookkeeping such as `model_type`, and anything newer than this reader)."""
+        out = [prefix + k for k in sorted(self.extra)]
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, _Section):
+                out += v.unknown_fields(f"{prefix}{f.name}.")
+        return out
 
     def to_dict(self) -> dict:
         out = {}
@@ -311,6 +323,23 @@ class OmniConfig(_Section):
     extra: dict = field(default_factory=dict, repr=False)
     NESTED = {"thinker_config": ThinkerConfig, "talker_config": TalkerConfig, "code2wav_config": Code2WavConfig}
 
+    source = ""    # where the config was read from (a directory or file name): a hint for `variant`
+
+    @property
+    def has_talker(self) -> bool:
+        """Whether the checkpoint speaks: `Qwen3OmniMoeForConditionalGeneration` builds the talker and Code2Wav
+        only when `enable_audio_output` is true (Instruct); Thinking and Captioner are thinker-only."""
+        return bool(self.enable_audio_output)
+
+    @property
+    def variant(self) -> str:
+        """"instruct" (thinker + talker + Code2Wav) or, thinker-only, "captioner" when the checkpoint's name
+        says so (config.json has no field telling the two apart), else "thinking"."""
+        if self.has_talker:
+            return "instruct"
+        name = f"{self.source} {self.extra.get('_name_or_path', '')}".lower()
+        return "captioner" if "captioner" in name else "thinking"
+
     @property
     def thinker(self) -> ThinkerConfig:
         return self.thinker_config
@@ -341,60 +370,35 @@ def load_config(source: str | os.PathLike | dict) -> OmniConfig:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config must be a JSON object")
-    return OmniConfig.from_dict(data)
+    cfg = OmniConfig.from_dict(data)
+    cfg.source = str(path.parent if path.name == "config.json" else path)
+    return cfg
 
 
 def qwen3_omni_30b_a3b_instruct() -> OmniConfig:
-    """The published shape of Qwen/Qwen3-Omni-30B-A3B-Instruct (its Hub config.json, abridged to what matters).
+    """The published Qwen/Qwen3-Omni-30B-A3B-Instruct config.json (`published.published_config`).
 
     Where it differs from the class defaults: audio n_window 50 / n_window_infer 800 / output_dim 2048,
     audio_token_id 151675, position_id_per_seconds 13, accept_hidden_layer 24, 16 code groups, talker
     norm_topk_prob true, the codec ids past the 2048-entry codebook.
     """
-    ids = dict(audio_token_id=151675, image_token_id=151655, video_token_id=151656,
-               audio_start_token_id=151669, audio_end_token_id=151670, vision_start_token_id=151652,
-               vision_end_token_id=151653, position_id_per_seconds=13)
-    rope = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [24, 20, 20],
-            "interleaved": True, "mrope_interleaved": True}
-    return OmniConfig.from_dict({
-        "thinker_config": {
-            **ids, "user_token_id": 872,
-            "audio_config": dict(num_mel_bins=128, encoder_layers=32, encoder_attention_heads=20,
-                                 encoder_ffn_dim=5120, d_model=1280, output_dim=2048, n_window=50,
-                                 n_window_infer=800, conv_chunksize=500, downsample_hidden_size=480,
-                                 max_source_positions=1500),
-            "vision_config": dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
-                                  patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
-                                  out_hidden_size=2048, num_position_embeddings=2304,
-                                  deepstack_visual_indexes=[8, 16, 24]),
-            "text_config": dict(vocab_size=152064, hidden_size=2048, intermediate_size=768,
-                                num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4,
-                                head_dim=128, rms_norm_eps=1e-6, rope_parameters=rope,
-                                max_position_embeddings=65536, moe_intermediate_size=768,
-                                num_experts=128, num_experts_per_tok=8, norm_topk_prob=True),
-        },
-        "talker_config": {
-            **{k: v for k, v in ids.items() if k != "vision_end_token_id"},
-            "accept_hidden_layer": 24, "thinker_hidden_size": 2048, "num_code_groups": 16,
-            "spatial_merge_size": 2, "codec_pad_id": 2148, "codec_bos_id": 2149, "codec_eos_token_id": 2150,
-            "codec_nothink_id": 2155, "codec_think_bos_id": 2156, "codec_think_eos_id": 2157,
-            "speaker_id": {"chelsie": 2301, "ethan": 2302, "aiden": 2303},
-            "text_config": dict(vocab_size=3072, hidden_size=1024, intermediate_size=2048,
-                                num_hidden_layers=20, num_attention_heads=16, num_key_value_heads=2,
-                                head_dim=128, rms_norm_eps=1e-6, rope_parameters=rope,
-                                max_position_embeddings=65536, moe_intermediate_size=384,
-                                num_local_experts=128, num_experts_per_tok=6,
-                                shared_expert_intermediate_size=768, norm_topk_prob=True),
-            "code_predictor_config": dict(vocab_size=2048, hidden_size=1024, intermediate_size=3072,
-                                          num_hidden_layers=5, num_attention_heads=16, num_key_value_heads=8,
-                                          head_dim=128, rms_norm_eps=1e-6, num_code_groups=16,
-                                          rope_parameters={"rope_theta": 1000000.0}),
-        },
-        "code2wav_config": {},   # the published code2wav equals the class defaults
-        "im_start_token_id": 151644, "im_end_token_id": 151645, "tts_pad_token_id": 151671,
-        "tts_bos_token_id": 151672, "tts_eos_token_id": 151673, "system_token_id": 8948,
-        "user_token_id": 872, "assistant_token_id": 77091,
-    })
+    return OmniConfig.from_dict(published_config("instruct"))
 
 
-PRESETS = {"qwen3-omni-30b-a3b-instruct": qwen3_omni_30b_a3b_instruct}
+def qwen3_omni_30b_a3b_thinking() -> OmniConfig:
+    """Qwen3-Omni-30B-A3B-Thinking: the same thinker, no talker (`enable_audio_output` false)."""
+    cfg = OmniConfig.from_dict(published_config("thinking"))
+    cfg.source = "Qwen3-Omni-30B-A3B-Thinking"
+    return cfg
+
+
+def qwen3_omni_30b_a3b_captioner() -> OmniConfig:
+    """Qwen3-Omni-30B-A3B-Captioner: the thinker fine-tuned to describe audio, no talker."""
+    cfg = OmniConfig.from_dict(published_config("captioner"))
+    cfg.source = "Qwen3-Omni-30B-A3B-Captioner"
+    return cfg
+
+
+PRESETS = {"qwen3-omni-30b-a3b-instruct": qwen3_omni_30b_a3b_instruct,
+           "qwen3-omni-30b-a3b-thinking": qwen3_omni_30b_a3b_thinking,
+           "qwen3-omni-30b-a3b-captioner": qwen3_omni_30b_a3b_captioner}

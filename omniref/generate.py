@@ -84,8 +84,9 @@ def _newline_id(args, ckpt: Path, cfg, tokenizer) -> int:
     raise ValueError("cannot tell the newline token id (no tokenizer, no meta.json token_ids): pass --nl-id")
 
 
-def prompt_from_args(args, cfg, tokenizer, nl_id: int):
-    """Media files + text of the command line -> ThinkerPrompt (thinker.prompt.build_prompt)."""
+def prompt_from_args(args, cfg, tokenizer, nl_id: int, processor=None):
+    """Media files + text of the command line -> ThinkerPrompt (thinker.prompt.build_prompt); `processor`:
+    the checkpoint's preprocessor_config.json settings."""
     from omniref.thinker.prompt import PromptIds, build_prompt
     encode = tokenizer.encode if tokenizer is not None else (lambda s: _byte_ids(s, cfg))
     text = [int(t) for t in args.prompt_ids.split(",")] if args.prompt_ids else (encode(args.prompt) if args.prompt else [])
@@ -94,7 +95,7 @@ def prompt_from_args(args, cfg, tokenizer, nl_id: int):
     return build_prompt(PromptIds.from_config(cfg, nl_id), cfg.thinker_config.vision_config, audio=args.audio,
                         images=args.image, video=np.load(args.video) if args.video else None,
                         video_fps=args.video_fps, video_audio=args.video_audio or None, text=text,
-                        system=encode(args.system) if args.system else None)
+                        system=encode(args.system) if args.system else None, processor=processor)
 
 
 def prompt_arrays(prompt) -> dict[str, np.ndarray]:
@@ -116,16 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.trace and Path(args.trace).exists() and not args.force:
         print(f"omniref generate: {args.trace}: already exists (use --force to overwrite)", file=sys.stderr)
         return 2
-    from omniref.config import load_config
+    from omniref.hub import open_checkpoint, require_talker
     from omniref.thinker.model import Thinker
     from omniref.thinker.sampling import SamplingConfig
-    from omniref.thinker.tokenizer import load_tokenizer
-    from omniref.weights import load_weights
     ckpt = Path(args.checkpoint)
     try:
-        cfg, weights = load_config(ckpt), load_weights(ckpt)
-        tokenizer = load_tokenizer(ckpt)
-        prompt = prompt_from_args(args, cfg, tokenizer, _newline_id(args, ckpt, cfg, tokenizer))
+        hub = open_checkpoint(ckpt, check=False)
+        cfg, weights, tokenizer = hub.config, hub.weights, hub.tokenizer
+        if args.wav:
+            require_talker(cfg, "--wav")
+        prompt = prompt_from_args(args, cfg, tokenizer, _newline_id(args, ckpt, cfg, tokenizer), hub.processor)
         sampling = SamplingConfig(do_sample=args.temperature > 0, temperature=args.temperature, top_k=args.top_k,
                                   top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
     except (ValueError, TypeError, FileNotFoundError) as e:

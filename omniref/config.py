@@ -214,7 +214,7 @@ class TalkerTextConfig(TextConfig):
     ALIASES = {"num_experts": ("num_local_experts",)}
 
     def is_moe_layer(self, i: int) -> bool:
-        return True   # every talker layer is MoE + shared expert, whatever mlp_only_layers says (FORMAT 9.6)
+        return True   # every talker layer is MoE + shared expert, whatever mlp_only_layers says (golden format §9.6)
 
 
 @dataclass

@@ -6,7 +6,7 @@
       golden.npz           inputs and expected outputs of every stage, keyed "stage.name[.i]"
       meta.json            provenance, generation settings, per-key documentation
 
-The contract is `shared/golden/FORMAT.md`; `tests/golden/` holds the project's own cases in that format.
+Every key is described in `docs/golden_format.md`; `tests/golden/` holds the project's own cases in that format.
 """
 from __future__ import annotations
 

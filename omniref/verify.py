@@ -1,11 +1,12 @@
 """`python -m omniref verify CASE_DIR`: run every stage a golden case contains and compare with the reference.
 
-A stage is checked when its input keys and at least one of its output keys are in `golden.npz` (FORMAT.md §4).
+A stage is checked when its input keys and at least one of its output keys are in `golden.npz`
+(docs/golden_format.md §4).
 Each stage is one function `NAME_stage(case) -> {key: array}` in omniref/stages.py (the adapters live there, not in
 the model modules); it computes its outputs from the stage's golden INPUT keys only, so a bug shows up in the stage
 that has it instead of cascading. Until a module exists its stage is MISSING.
 
-Tolerances (FORMAT.md §7), chosen per key and written down only here:
+Tolerances (docs/golden_format.md §7), chosen per key and written down only here:
     integer keys (ids, codes, grids, masks), position ids, rope deltas, image.resized   exact
     *.pixel_values                                                                      rel <= 1e-6
     every other float key                                                               rel <= 1e-4

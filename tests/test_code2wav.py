@@ -1,4 +1,5 @@
-"""Code2Wav: goldens, plus an independent float64 re-implementation written from FORMAT.md 6.8 with naive loops.
+"""Code2Wav: goldens, plus an independent float64 re-implementation written from
+docs/golden_format.md §6.8 with naive loops.
 
 Golden checks run on every case holding `code2wav.codes`. The other tests use seeded random weights
 (omniref.tiny's drawing rules, with SnakeBeta / layer-scale / norm parameters re-drawn away from their
@@ -79,7 +80,7 @@ def ref_snake(x, a, bt):
 
 
 def ref_forward(codes, w, c):
-    """The whole of FORMAT.md 6.8 in float64.  codes [Q, T] -> [S]"""
+    """The whole of docs/golden_format.md §6.8 in float64.  codes [Q, T] -> [S]"""
     return ref_convnet(ref_pre_transformer(codes, w, c).T, w, c)
 
 

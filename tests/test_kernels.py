@@ -3,7 +3,7 @@
 Shapes include odd sizes (tails shorter than a vector), M = 1 (decode GEMV), M past the GEMV/GEMM switch,
 bfloat16 weights, GQA, every mask kind and their combinations, KV-cache decode, and the validation errors.
 References are computed in float64 from the same float32 inputs; the kernels must agree to fp32 accuracy
-(relative to the reference's magnitude, like FORMAT.md's tolerances).
+(relative to the reference's magnitude, like docs/golden_format.md's tolerances).
 """
 import zlib
 

@@ -24,7 +24,7 @@ LAYER_OF = {
     "kernels": ("_native", "backend", "_C"),
     "model": ("decoder", "audio", "vision", "thinker", "talker", "codec"),
     "harness": ("golden", "stages", "verify", "trace", "compare", "tiny", "fullwidth", "hub"),
-    "apps": ("pipeline", "generate", "demo", "bench", "summary", "cli", "__main__", ""),   # "" = omniref/__init__
+    "apps": ("pipeline", "generate", "demo", "bench", "summary", "cli", "course", "__main__", ""),   # "" = omniref/__init__
 }
 # model modules, lowest first: each may import only those before it (a package's __init__ after its members)
 MODEL_ORDER = (

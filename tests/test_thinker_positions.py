@@ -1,4 +1,4 @@
-"""Rope index (FORMAT.md 6.3), the prompt builder (5.4) and the sampling processors."""
+"""Rope index (docs/golden_format.md §6.3), the prompt builder (5.4) and the sampling processors."""
 import numpy as np
 import pytest
 
@@ -70,7 +70,7 @@ def test_audio_in_video_block_interleaves_consistently_with_the_prompt_builder()
     v = pos[:, inner][:, is_video]
     assert v[1].tolist() == [5, 5, 6, 6] * 4 and v[2].tolist() == [5, 6, 5, 6] * 4
     # the talker reads the same ids with use_audio_in_video off: without images this is text + audio,
-    # i.e. plain consecutive positions (FORMAT.md 6.6 step 5)
+    # i.e. plain consecutive positions (docs/golden_format.md §6.6 step 5)
     talker_pos, _ = rope_index(ids, IDS, video_grid_thw=[grid], second_per_grid=[spg], audio_frames=[frames])
     assert np.array_equal(talker_pos, np.tile(np.arange(len(ids), dtype=np.float32), (3, 1)))
 

@@ -16,7 +16,7 @@ from omniref.tiny import tiny_config, tiny_weights
 from omniref.vision import encoder as enc
 from omniref.weights import load_weights, save_safetensors
 
-REL = 1e-4            # FORMAT 7: encoder outputs
+REL = 1e-4            # docs/golden_format.md §7: encoder outputs
 
 
 def _rel(a, b) -> float:

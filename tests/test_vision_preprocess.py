@@ -16,7 +16,7 @@ from omniref import stages
 from omniref.golden import Case
 from omniref.vision import preprocess as pp
 
-PIXEL_REL = 1e-6      # FORMAT 7: image/video pixel values
+PIXEL_REL = 1e-6      # docs/golden_format.md §7: image/video pixel values
 
 
 def _rel(a, b) -> float:

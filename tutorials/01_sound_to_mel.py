@@ -3,17 +3,13 @@
 #
 # The first arrow of Qwen3-Omni: a waveform (16 000 numbers per second) becomes a *log-mel spectrogram*
 # (128 numbers per 10 ms), the picture the audio encoder looks at. Every step below is one function of
-# `omniref/audio/mel.py`; this file runs as a script in a few seconds, saves its figures under
-# `tutorials/figures/`, and checks its numbers against scipy and against the golden cases.
+# `omniref/audio/mel.py`; this file runs in a few seconds as a script or a notebook, shows its
+# figures inline in a notebook (saved under `tutorials/_output/` as a script), and checks its numbers against
+# scipy and against the golden cases that ship in `tests/golden/`.
 #
 #     waveform [N] -> frames [T+1, 400] -> power spectrum [T+1, 201] -> mel energies [128, T] -> log-mel [128, T]
 
 # %%
-from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import scipy.fft
@@ -22,10 +18,9 @@ import scipy.signal
 from omniref import stages
 from omniref.audio import mel, wav
 from omniref.golden import Case
+from omniref.course import check, data_file, repo_root, show
 
-ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ROOT / "tutorials" / "figures"
-FIGURES.mkdir(parents=True, exist_ok=True)
+ROOT = repo_root()                                                      # the clone (tests/golden/ lives here)
 SR, N_FFT, HOP = mel.SAMPLING_RATE, mel.N_FFT, mel.HOP_LENGTH
 
 # %% [markdown]
@@ -35,7 +30,7 @@ SR, N_FFT, HOP = mel.SAMPLING_RATE, mel.N_FFT, mel.HOP_LENGTH
 # stereo channels and resamples other rates to 16 kHz with a polyphase filter.
 
 # %%
-x = wav.read_wav(ROOT / "omniref" / "data" / "speech.wav")              # [N] float32 in [-1, 1)
+x = wav.read_wav(data_file("speech.wav"))              # [N] float32 in [-1, 1)
 print(f"speech.wav: {x.shape[0]} samples = {x.shape[0] / SR:.2f} s at {SR} Hz, peak {np.abs(x).max():.3f}")
 
 # %% [markdown]
@@ -65,15 +60,15 @@ freqs = mel.fft_frequencies(N_FFT, SR)
 fig, ax = plt.subplots(1, 3, figsize=(14, 3.2))
 ax[0].plot(np.arange(len(x)) / SR, x, lw=0.5)
 ax[0].axvspan((loud * HOP - 200) / SR, (loud * HOP + 200) / SR, color="C3", alpha=0.3)
-ax[0].set(title="waveform (red: the loudest frame)", xlabel="s")
+ax[0].set(title="waveform (red: the loudest frame)", xlabel="time (s)", ylabel="amplitude")
 ax[1].plot(frames[loud], lw=0.7, label="frame")
 ax[1].plot(frames[loud] * mel.hann_window(), lw=0.7, label="× Hann window")
-ax[1].set(title=f"frame {loud} (25 ms)", xlabel="sample")
+ax[1].set(title=f"frame {loud} (25 ms)", xlabel="sample in frame", ylabel="amplitude")
 ax[1].legend()
 ax[2].plot(freqs, 10 * np.log10(power[loud] + 1e-12), lw=0.8)
-ax[2].set(title="power spectrum of that frame", xlabel="Hz", ylabel="dB")
+ax[2].set(title="power spectrum of that frame", xlabel="frequency (Hz)", ylabel="power (dB)")
 fig.tight_layout()
-fig.savefig(FIGURES / "01_frame_spectrum.png", dpi=90)
+show(fig, "01_frame_spectrum")
 
 # %% [markdown]
 # ## 3. The mel scale
@@ -90,10 +85,10 @@ ax.plot(hz, mel.hertz_to_mel(hz), label="Slaney (Whisper)")
 htk = 2595 * np.log10(1 + hz / 700)
 ax.plot(hz, htk * mel.hertz_to_mel(8000.0) / htk[-1], "--", label="HTK, rescaled to the same 8 kHz")
 ax.axvline(1000, color="gray", lw=0.5)
-ax.set(xlabel="Hz", ylabel="mel", title="mel scale")
+ax.set(xlabel="frequency (Hz)", ylabel="mel", title="mel scale")
 ax.legend()
 fig.tight_layout()
-fig.savefig(FIGURES / "01_mel_scale.png", dpi=90)
+show(fig, "01_mel_scale")
 
 # %% [markdown]
 # ## 4. The filterbank
@@ -115,9 +110,10 @@ for m in range(0, 128, 4):
     line, = ax.plot(fine_freqs[::8], fine[::8, m], lw=0.8)
     hit = fb[:, m] > 0                                                  # the FFT bins this filter sees
     ax.plot(freqs[hit], fb[hit, m], ".", ms=4, color=line.get_color())
-ax.set(xlabel="Hz", title="every 4th of the 128 Slaney mel filters (lines: exact triangles, dots: the 201 FFT bins)")
+ax.set(xlabel="frequency (Hz)", ylabel="filter weight (1/Hz)",
+       title="every 4th of the 128 Slaney mel filters (lines: exact triangles, dots: the 201 FFT bins)")
 fig.tight_layout()
-fig.savefig(FIGURES / "01_filterbank.png", dpi=90)
+show(fig, "01_filterbank")
 
 # %% [markdown]
 # ## 5. Log-mel
@@ -148,22 +144,24 @@ assert err < 1e-9
 
 fig, ax = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
 t_end = logmel.shape[1] * HOP / SR
-ax[0].imshow(logmel, origin="lower", aspect="auto", extent=[0, t_end, 0, 128], cmap="magma")
+im0 = ax[0].imshow(logmel, origin="lower", aspect="auto", extent=[0, t_end, 0, 128], cmap="magma")
+fig.colorbar(im0, ax=ax[0], label="log-mel (scaled log10 power)")
 ax[0].set(title="log-mel spectrogram of speech.wav (Qwen3-Omni features)", ylabel="mel bin")
-ax[1].imshow(coeffs[1:], origin="lower", aspect="auto", extent=[0, t_end, 1, 20], cmap="coolwarm")
-ax[1].set(title="MFCC 1..19 (c0, the loudness, left out)", xlabel="s", ylabel="coefficient")
+im1 = ax[1].imshow(coeffs[1:], origin="lower", aspect="auto", extent=[0, t_end, 1, 20], cmap="coolwarm")
+fig.colorbar(im1, ax=ax[1], label="MFCC value")
+ax[1].set(title="MFCC 1..19 (c0, the loudness, left out)", xlabel="time (s)", ylabel="coefficient")
 fig.tight_layout()
-fig.savefig(FIGURES / "01_logmel_mfcc.png", dpi=72)
+show(fig, "01_logmel_mfcc")
 
 # %% [markdown]
 # ## 7. Check against the goldens
-# The goldens hold the Hugging Face processor's own features for given waveforms. The reference computes its
+# The golden cases that ship in `tests/golden/` (keys: docs/golden_format.md) hold the Hugging Face
+# processor's own features for given waveforms. The reference computes its
 # STFT in float32 while we use float64, so expect ~1e-5 relative differences (in low-energy bins), far inside
 # the 1e-4 tolerance.
 
 # %%
-case_dirs = sorted(p.parent for p in (ROOT / "tests" / "golden").glob("*/golden.npz")) + \
-    sorted(p.parent for p in (ROOT.parent / "shared" / "golden").glob("*/golden.npz"))
+case_dirs = sorted(p.parent for p in (ROOT / "tests" / "golden").glob("*/golden.npz"))
 for case in map(Case, case_dirs):
     if "mel.input_features" not in case.golden:
         continue
@@ -175,4 +173,22 @@ for case in map(Case, case_dirs):
     print(f"{case.name:>16}: {len(clips)} clip(s), features {ours.shape}: rel err {rel:.1e}, "
           f"mask {'exact' if same_mask else 'DIFFERS'}")
     assert rel <= 1e-4 and same_mask
-print(f"figures saved in {FIGURES}")
+checked = [d.name for d in case_dirs if "mel.input_features" in Case(d).golden]
+assert "mel_multi" in checked and "tiny_f32" in checked
+print(f"checked cases: {checked}")
+
+# %% [markdown]
+# ## Exercises
+# Check an answer here with `check("01.1", your_function)`, or from a file with
+# `python -m omniref.course check 01.1 answers.py` (`python -m omniref.course list` shows every task).
+#
+# - **01.1** (implement) `hertz_to_mel(f)`: the Slaney mel scale of section 3 for a float array of frequencies.
+# - **01.2** (predict a count) `n_frames(n_samples)`: how many log-mel frames `extract_features` returns for a clip of
+#   n samples.
+
+# %%
+def hertz_to_mel(f):
+    raise NotImplementedError        # your answer
+
+
+check("01.1", hertz_to_mel)

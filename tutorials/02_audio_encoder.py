@@ -6,15 +6,11 @@
 #     features [128, T] -> chunks of 100 frames -> 3 stride-2 convs -> 13 tokens per chunk (+ positions)
 #       -> transformer layers with attention inside windows of n_window_infer frames -> [N, output_dim]
 #
-# The weights come from the first golden model case found (the project's own `tests/golden/` cases or the
-# shared ones); without any, a tiny random tower with the same structure is drawn, so the script always runs.
+# The weights come from the golden case `tiny_f32` that ships in `tests/golden/` (keys described in
+# docs/golden_format.md). Runs as a script or a notebook in a few seconds; figures inline in a notebook,
+# saved under `tutorials/_output/` as a script.
 
 # %%
-from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -24,13 +20,11 @@ from omniref.audio import encoder, mel, wav
 from omniref.config import load_config
 from omniref.golden import Case
 from omniref.weights import load_weights
+from omniref.course import check, data_file, repo_root, show
 
-ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ROOT / "tutorials" / "figures"
-FIGURES.mkdir(parents=True, exist_ok=True)
+ROOT = repo_root()                                                      # the clone (tests/golden/ lives here)
 # model cases whose checkpoint has an audio tower (a code2wav-only case has a config but no audio weights)
-CASE_DIRS = [p.parent for p in sorted((ROOT / "tests" / "golden").glob("*/config.json")) +
-             sorted((ROOT.parent / "shared" / "golden").glob("*/config.json"))
+CASE_DIRS = [p.parent for p in sorted((ROOT / "tests" / "golden").glob("*/config.json"))
              if "thinker.audio_tower.conv2d1.weight" in load_weights(p.parent)]
 
 # %% [markdown]
@@ -111,7 +105,7 @@ print(f"d_model {cfg.d_model}, {cfg.encoder_layers} layers x {cfg.encoder_attent
 # convolutions (to the longest chunk of the whole call), and its rows that come only from padding are dropped.
 
 # %%
-x = wav.read_wav(ROOT / "omniref" / "data" / "speech.wav")
+x = wav.read_wav(data_file("speech.wav"))
 features, mask = mel.extract_features(x)                                  # [1, 128, T], [1, T]
 n_frames = int(mask.sum())
 lengths = encoder.chunk_lengths([n_frames], chunk)
@@ -150,11 +144,12 @@ for ax, (clips, n_infer) in zip(axes, setups):
     window = encoder.conv_length(chunk) * max(1, n_infer // chunk)
     seg = encoder.window_segments(per_clip, window)
     allowed = nn.attention_mask(len(seg), len(seg), segments=seg)         # [N, N] True = may attend
-    ax.imshow(allowed, cmap="Greys", interpolation="nearest")
+    im = ax.imshow(allowed, cmap="Greys", interpolation="nearest", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, ticks=[0, 1], fraction=0.046, label="may attend (1) / masked (0)")
     ax.set(title=f"clips {clips} frames, n_window_infer {n_infer}\nwindow {window} tokens",
            xlabel="key token", ylabel="query token")
 fig.tight_layout()
-fig.savefig(FIGURES / "02_attention_windows.png", dpi=90)
+show(fig, "02_attention_windows")
 
 # %% [markdown]
 # ## 6. The whole encoder on the speech clip
@@ -166,15 +161,17 @@ print(f"speech.wav: {n_frames} frames -> audio tokens {out.shape} "
 assert out.shape == (encoder.audio_output_length(n_frames), cfg.output_dim)
 
 fig, ax = plt.subplots(2, 1, figsize=(10, 5.5))
-ax[0].imshow(features[0], origin="lower", aspect="auto", cmap="magma")
+im0 = ax[0].imshow(features[0], origin="lower", aspect="auto", cmap="magma")
+fig.colorbar(im0, ax=ax[0], label="log-mel")
 for b in np.cumsum(lengths)[:-1]:
     ax[0].axvline(b - 0.5, color="cyan", lw=1)
-ax[0].set(title="log-mel features, cyan lines = 100-frame chunk boundaries", ylabel="mel bin")
-ax[1].imshow(out.T, origin="lower", aspect="auto", cmap="coolwarm")
+ax[0].set(title="log-mel features, cyan lines = 100-frame chunk boundaries", xlabel="frame (10 ms)", ylabel="mel bin")
+im1 = ax[1].imshow(out.T, origin="lower", aspect="auto", cmap="coolwarm")
+fig.colorbar(im1, ax=ax[1], label="activation")
 ax[1].set(title=f"encoder output: {out.shape[0]} tokens x {out.shape[1]} (13 per chunk)",
           xlabel="token", ylabel="channel")
 fig.tight_layout()
-fig.savefig(FIGURES / "02_encoder_output.png", dpi=72)
+show(fig, "02_encoder_output")
 
 # %% [markdown]
 # ## 7. Check against the goldens
@@ -194,4 +191,20 @@ for case in map(Case, CASE_DIRS):
             rel = np.abs(value - ref).max() / np.abs(ref).max()
             print(f"{case.name:>12} {key:24s} {str(value.shape):10s} rel err {rel:.1e}")
             assert rel <= 1e-4
-print(f"figures saved in {FIGURES}")
+print(f"checked cases: {[d.name for d in CASE_DIRS]}")
+
+# %% [markdown]
+# ## Exercises
+# Check an answer here with `check("02.2", your_function)`, or from a file with
+# `python -m omniref.course check 02.2 answers.py` (`python -m omniref.course list` shows every task).
+#
+# - **02.1** (implement) `conv_length(n)`: frames left after the three kernel-3, stride-2, padding-1 convolutions.
+# - **02.2** (predict a count) `audio_tokens(n_frames)`: audio tokens of a clip of n mel frames (100-frame chunks,
+#   section 1).
+
+# %%
+def audio_tokens(n_frames):
+    raise NotImplementedError        # your answer
+
+
+check("02.2", audio_tokens)

@@ -5,17 +5,13 @@
 # ViT turns the rows into features; every 2x2 group of neighbouring patches is merged into one token that
 # takes the place of an `<image_pad>` in the prompt, and a few intermediate layers ("DeepStack") hand extra
 # features straight to the first thinker layers. Code: `omniref/vision/preprocess.py` (pixels -> patches)
-# and `omniref/vision/encoder.py` (patches -> tokens). Runs in a few seconds, saves figures under
-# `tutorials/figures/`, checks its numbers.
+# and `omniref/vision/encoder.py` (patches -> tokens). Runs in a few seconds as a script or a notebook (figures inline
+# in a
+# notebook, saved under `tutorials/_output/` as a script), checks its numbers.
 #
 #     photo uint8 [H, W, 3] -> resized [H', W', 3] -> pixel_values [P, 3·2·16·16] -> tokens [P/4, out_hidden]
 
 # %%
-from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
@@ -23,10 +19,9 @@ from matplotlib.patches import Rectangle
 from omniref.config import qwen3_omni_30b_a3b_instruct
 from omniref.tiny import load_tiny
 from omniref.vision import encoder, preprocess as pp
+from omniref.course import check, data_file, repo_root, show
 
-ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ROOT / "tutorials" / "figures"
-FIGURES.mkdir(parents=True, exist_ok=True)
+ROOT = repo_root()                                                      # the clone (tests/golden/ lives here)
 REAL = qwen3_omni_30b_a3b_instruct().thinker_config.vision_config     # the published 30B-A3B vision tower
 p, m, tp = REAL.patch_size, REAL.spatial_merge_size, REAL.temporal_patch_size
 
@@ -37,7 +32,7 @@ p, m, tp = REAL.patch_size, REAL.spatial_merge_size, REAL.temporal_patch_size
 # (transparent pixels are composited on white, grayscale is replicated).
 
 # %%
-photo = pp.load_image(ROOT / "omniref" / "data" / "photo.jpg")          # [H, W, 3] uint8
+photo = pp.load_image(data_file("photo.jpg"))          # [H, W, 3] uint8
 H, W, _ = photo.shape
 print(f"photo: {H}x{W} pixels, dtype {photo.dtype}")
 
@@ -90,7 +85,7 @@ print("un-patchified pixel_values == normalised resized image: exact")
 
 fig, ax = plt.subplots(1, 3, figsize=(16, 6), gridspec_kw={"width_ratios": [1, 1, 1.2]})
 ax[0].imshow(photo)
-ax[0].set(title=f"original {H}x{W}")
+ax[0].set(title=f"original {H}x{W}", xlabel="x (pixels)", ylabel="y (pixels)")
 zr, zc = 4, 6                                                          # zoom: the first 4x6 patches (2x3 groups)
 for a_, lim in ((ax[1], (h2, w2)), (ax[2], (zr * p, zc * p))):
     a_.imshow(inputs.resized)
@@ -100,7 +95,8 @@ for a_, lim in ((ax[1], (h2, w2)), (ax[2], (zr * p, zc * p))):
         a_.axhline(y - 0.5, color="w", lw=0.4 if y % factor else 1.8)
     a_.set(xlim=(-0.5, lim[1] - 0.5), ylim=(lim[0] - 0.5, -0.5))
 ax[1].add_patch(Rectangle((-0.5, -0.5), zc * p, zr * p, fill=False, ec="C1", lw=2))
-ax[1].set(title=f"resized {h2}x{w2}: {gh}x{gw} patches (thin),\n2x2 merge groups (thick); orange: zoomed part")
+ax[1].set(title=f"resized {h2}x{w2}: {gh}x{gw} patches (thin),\n2x2 merge groups (thick); orange: zoomed part",
+          xlabel="x (pixels)", ylabel="y (pixels)")
 shown = [i for i in range(P) if pos[i, 0] < zr and pos[i, 1] < zc]       # rows of pixel_values in the zoom
 for i, j in zip(shown, shown[1:]):
     if j == i + 1:                                                     # rows 12..63 lie outside the zoom
@@ -111,9 +107,10 @@ for i in shown:
     ax[2].text(pos[i, 1] * p + p / 2, pos[i, 0] * p + p / 2, str(i), color="k", fontsize=10, ha="center",
                va="center", bbox=dict(boxstyle="round", fc="yellow", alpha=0.8))
 ax[2].add_patch(Rectangle((-0.5, -0.5), factor, factor, fill=False, ec="C3", lw=3))
-ax[2].set(title="row index in pixel_values (merge-block order);\nred: the 4 patches of token 0")
+ax[2].set(title="row index in pixel_values (merge-block order);\nred: the 4 patches of token 0",
+          xlabel="x (pixels)", ylabel="y (pixels)")
 fig.tight_layout()
-fig.savefig(FIGURES / "03_patch_grid.png", dpi=72)
+show(fig, "03_patch_grid")
 
 # %% [markdown]
 # ## 4. Learned positions, interpolated
@@ -148,7 +145,7 @@ ax.set(xlim=(-0.7, 7.7), ylim=(7.7, -0.7), aspect="equal", xlabel="table column"
        title=f"top-left corner of the lookup; red: patch ({r0},{c0}) blends 4 entries")
 ax.legend(loc="lower center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8)
 fig.tight_layout()
-fig.savefig(FIGURES / "03_pos_interp.png", dpi=90)
+show(fig, "03_pos_interp")
 
 # %% [markdown]
 # ## 5. 2-D rotary embedding
@@ -173,13 +170,14 @@ assert np.isclose(rot(q, a) @ rot(k, b), rot(q, c) @ rot(k, d), rtol=1e-4)
 
 fig, ax = plt.subplots(1, 2, figsize=(12, 3.6))
 order = np.lexsort((pos[:, 1], pos[:, 0]))                             # patches in raster order for display
-ax[0].imshow(cos[order][:, :hd // 2].T, aspect="auto", cmap="coolwarm", interpolation="nearest")
+im = ax[0].imshow(cos[order][:, :hd // 2].T, aspect="auto", cmap="coolwarm", interpolation="nearest")
+fig.colorbar(im, ax=ax[0], label="cos(angle)")
 ax[0].set(title="cos(angle): first 18 pairs follow the row, next 18 the column", xlabel="patch (raster order)",
           ylabel="rotation pair")
 ax[1].semilogy(2 * np.pi / freq, "o-")
 ax[1].set(title="wavelength of each frequency", xlabel="frequency j", ylabel="patches per turn")
 fig.tight_layout()
-fig.savefig(FIGURES / "03_rope.png", dpi=90)
+show(fig, "03_rope")
 
 # %% [markdown]
 # ## 6. The encoder and its DeepStack taps
@@ -212,24 +210,26 @@ maps = [("merged tokens", out.merged)] + [(f"deepstack {k} (after block {i})", d
                                           for k, (i, d) in enumerate(zip(tiny.deepstack_visual_indexes, out.deepstack))]
 fig, ax = plt.subplots(1, len(maps) + 1, figsize=(4 * (len(maps) + 1), 4))
 ax[0].imshow(tin.resized)
-ax[0].set(title="input")
+ax[0].set(title="input", xlabel="x (pixels)", ylabel="y (pixels)")
 for a_, (name, feat) in zip(ax[1:], maps):
-    a_.imshow(np.linalg.norm(feat, axis=1).reshape(th, tw), cmap="viridis")  # tokens are in raster order of groups
-    a_.set(title=f"|{name}| per token")
+    im = a_.imshow(np.linalg.norm(feat, axis=1).reshape(th, tw), cmap="viridis")  # tokens: raster order of groups
+    a_.set(title=f"|{name}| per token", xlabel="token column (2x2 group)", ylabel="token row")
+    fig.colorbar(im, ax=a_, fraction=0.046, label="L2 norm of the feature vector")
 fig.suptitle("tiny random tower: one token per 2x2 group (random weights: the maps show structure, not meaning)")
 fig.tight_layout()
-fig.savefig(FIGURES / "03_deepstack.png", dpi=90)
+show(fig, "03_deepstack")
 
 # %% [markdown]
 # ## 7. Check against the goldens
-# Preprocessing must match the reference exactly (resized image bit for bit, pixel values to 1e-6), the
+# Every case that ships in `tests/golden/` (keys: docs/golden_format.md). Preprocessing must match the
+# reference exactly (resized image bit for bit, pixel values to 1e-6), the
 # encoder to 1e-4 relative.
 
 # %%
 from omniref import stages
 from omniref.golden import Case
 
-for d in sorted((ROOT / "tests" / "golden").glob("*")) + sorted((ROOT.parent / "shared" / "golden").glob("*")):
+for d in sorted((ROOT / "tests" / "golden").glob("*")):
     if not (d / "golden.npz").is_file():
         continue
     case = Case(d)
@@ -241,4 +241,19 @@ for d in sorted((ROOT / "tests" / "golden").glob("*")) + sorted((ROOT.parent / "
             tol = 0.0 if ref.dtype.kind in "iu" else 1e-6 if key.endswith("pixel_values") else 1e-4
             print(f"{case.name:>12} {key:<28} rel {rel:.1e}")
             assert rel <= tol, key
-print(f"figures saved in {FIGURES}")
+print("preprocessing and encoder match the reference on every shipped case that has them")
+
+# %% [markdown]
+# ## Exercises
+# Check an answer here with `check("03.2", your_function)`, or from a file with
+# `python -m omniref.course check 03.2 answers.py` (`python -m omniref.course list` shows every task).
+#
+# - **03.1** (implement) `smart_resize(height, width, factor)`: the resize rule of section 2, pixel budget included.
+# - **03.2** (predict a count) `image_tokens(height, width)`: visual tokens of an H×W photo (patch 16, merge 2).
+
+# %%
+def image_tokens(height, width):
+    raise NotImplementedError        # your answer
+
+
+check("03.2", image_tokens)

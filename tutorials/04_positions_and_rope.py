@@ -6,15 +6,12 @@
 #
 #     token ids [L] --rope_index--> positions [3, L] --rope_cos_sin--> cos, sin [L, hd] --apply_rotary--> q, k
 #
-# Runs as a script in a second or two, saves figures under `tutorials/figures/`, and checks its numbers
-# (relative-position invariance, MRoPE == RoPE for text, and the golden positions when a case is present).
+# Runs in a second or two as a script or a notebook (figures inline in a notebook, saved under
+# `tutorials/_output/` as a script), and checks its numbers (relative-position invariance, MRoPE == RoPE for
+# text, and the golden positions of the cases that ship in `tests/golden/`).
 
 # %%
-from pathlib import Path
-
 import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -23,10 +20,7 @@ from omniref.config import qwen3_omni_30b_a3b_instruct
 from omniref.decoder import rope_cos_sin, rope_inv_freq
 from omniref.thinker.positions import RopeIds, decode_positions, rope_ids_from_config, rope_index
 from omniref.thinker.prompt import Audio, Image, PromptIds, chat_prompt
-
-ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ROOT / "tutorials" / "figures"
-FIGURES.mkdir(parents=True, exist_ok=True)
+from omniref.course import check, case as golden_case, show
 
 # %% [markdown]
 # ## 1. 1-D RoPE: rotate pairs of channels by an angle proportional to the position
@@ -79,7 +73,7 @@ for ax, (name, row) in zip(axes, layouts.items()):
               vmin=0, vmax=2)
     ax.set_yticks([]); ax.set_title(name + "   (blue: time, orange: height, green: width)", fontsize=8)
 axes[-1].set_xlabel("frequency slot i (fast → slow)")
-fig.tight_layout(); fig.savefig(FIGURES / "04_mrope_slots.png", dpi=120); plt.close(fig)
+fig.tight_layout(); show(fig, "04_mrope_slots")
 
 # For a text token all three rows hold the same number, so MRoPE is exactly 1-D RoPE:
 pos1 = np.arange(12, dtype=np.float32)
@@ -122,28 +116,52 @@ for tok, name in kinds.items():
     ax.text(where.mean(), pos.max() * 0.95, name, ha="center")
 ax.set_xlabel("token index"); ax.set_ylabel("rope position"); ax.legend(loc="lower right")
 ax.set_title(f"3-D rope positions of a text + audio + image prompt (L = {L}, rope_delta = {delta:.0f})")
-fig.tight_layout(); fig.savefig(FIGURES / "04_position_grids.png", dpi=120); plt.close(fig)
+fig.tight_layout(); show(fig, "04_position_grids")
 
 # The image block as a picture: each merged token's (height, width) position
-fig, ax = plt.subplots(figsize=(4, 3))
+fig, ax = plt.subplots(figsize=(5, 3))
 grid = (pos[1, img] - pos[1, img].min()).astype(int), (pos[2, img] - pos[2, img].min()).astype(int)
 canvas = np.zeros((4, 6)); canvas[grid] = np.arange(img.size)
-ax.imshow(canvas, cmap="viridis"); ax.set_title("image tokens in sequence order\nplaced at their (h, w) positions")
-fig.tight_layout(); fig.savefig(FIGURES / "04_image_block.png", dpi=120); plt.close(fig)
+im = ax.imshow(canvas, cmap="viridis"); ax.set_title("image tokens in sequence order\nplaced at their (h, w) positions")
+ax.set(xlabel="width position − block start", ylabel="height position − block start")
+fig.colorbar(im, ax=ax, label="token index inside the image block")
+fig.tight_layout(); show(fig, "04_image_block")
 
 # %% [markdown]
 # ## 4. Check against the reference
-# When the shared golden case is present, the rope index of its prompt must equal the reference's exactly.
+# For both model cases that ship in `tests/golden/` the rope index of the prompt must equal the reference's
+# `thinker.position_ids` exactly (`tiny_bf16_sharded` holds a video interleaved with its own audio track).
 
 # %%
-golden = ROOT.parent / "shared" / "golden" / "tiny_omni"
-if (golden / "golden.npz").is_file():
-    from omniref.golden import Case
-    case = Case(golden)
+for name in ("tiny_f32", "tiny_bf16_sharded"):
+    case = golden_case(name)
     g = case.golden
     ref_pos, ref_delta = rope_index(g["thinker.input_ids"][0], rope_ids_from_config(case.config.thinker_config),
-                                    image_grid_thw=g["image.grid_thw"], audio_frames=g["mel.attention_mask"].sum(1))
+                                    image_grid_thw=g.get("image.grid_thw"), video_grid_thw=g.get("video.grid_thw"),
+                                    second_per_grid=g.get("video.second_per_grid"),
+                                    audio_frames=g["mel.attention_mask"].sum(1),
+                                    use_audio_in_video=bool(g["thinker.use_audio_in_video"]))
     assert np.array_equal(ref_pos, g["thinker.position_ids"][:, 0]) and ref_delta == g["thinker.rope_deltas"][0, 0]
-    print(f"tiny_omni: {ref_pos.shape[1]} positions identical to the reference, rope_delta {ref_delta:.0f}")
-else:
-    print("(shared golden case not found: reference check skipped)")
+    print(f"{name}: {ref_pos.shape[1]} positions identical to the reference, rope_delta {ref_delta:.0f}")
+
+# %% [markdown]
+# ## Exercises
+# Check an answer here with `check("04.2", your_function)`, or from a file with
+# `python -m omniref.course check 04.2 answers.py` (`python -m omniref.course list` shows every task).
+#
+# - **04.1** (implement) `rope_cos_sin(positions, head_dim, theta)`: 1-D RoPE tables [L, hd] in the split-half layout.
+# - **04.2** (find the planted bug) `rotate_half(x)`: `rotate_half_buggy` below pairs channel 2i with 2i+1 (the GPT-J
+#   layout), so q·k no longer depends on the relative position only with Qwen's tables. Write the split-half version.
+
+# %%
+def rotate_half_buggy(x):
+    out = np.empty_like(x)
+    out[..., 0::2], out[..., 1::2] = -x[..., 1::2], x[..., 0::2]
+    return out
+
+
+def rotate_half(x):
+    raise NotImplementedError        # your answer
+
+
+check("04.2", rotate_half)

@@ -8,45 +8,28 @@
 #        --(renormalise if norm_topk_prob)--> y = Σ_chosen p_e · down(silu(gate_e(x)) ⊙ up_e(x))
 #
 # Tokens are grouped per expert, so each chosen expert runs one matmul over its tokens and the others are
-# never touched. Runs in a few seconds, saves figures under `tutorials/figures/`, checks its numbers.
+# never touched. Runs in a few seconds as a script or a notebook (figures inline in a notebook, saved under
+# `tutorials/_output/` as a script), checks its numbers.
 
 # %%
-import tempfile
-from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
 from omniref import nn
-from omniref.config import load_config, qwen3_omni_30b_a3b_instruct
+from omniref.config import qwen3_omni_30b_a3b_instruct
 from omniref.decoder import moe, swiglu
-from omniref.golden import Case
 from omniref.stages import prompt_from_case
-from omniref.thinker.model import Thinker, ThinkerPrompt
-from omniref.tiny import write_tiny_checkpoint
-from omniref.weights import load_weights
-
-ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ROOT / "tutorials" / "figures"
-FIGURES.mkdir(parents=True, exist_ok=True)
+from omniref.thinker.model import Thinker
+from omniref.course import check, case as golden_case, show
 
 # %% [markdown]
 # ## 1. A model and a prompt
-# The shared golden case `tiny_omni` (audio + image + text prompt) when present, else the project's tiny
-# random checkpoint with a text-only prompt.
+# The golden case `tiny_f32` that ships in `tests/golden/`: a tiny random-weight model and its audio + image +
+# text prompt (docs/golden_format.md describes its keys).
 
 # %%
-golden = ROOT.parent / "shared" / "golden" / "tiny_omni"
-if (golden / "golden.npz").is_file():
-    case = Case(golden)
-    cfg, weights, prompt = case.config, case.weights, prompt_from_case(case)
-else:
-    path = write_tiny_checkpoint(Path(tempfile.mkdtemp()) / "tiny", seed=0)
-    cfg, weights = load_config(path), load_weights(path)
-    prompt = ThinkerPrompt(input_ids=np.array([1, 4, 6] + list(range(20, 80)) + [2, 6, 1, 5, 6]))
+case = golden_case("tiny_f32")
+cfg, weights, prompt = case.config, case.weights, prompt_from_case(case)
 text = cfg.thinker_config.text_config
 E, k, H, I = text.num_experts, text.num_experts_per_tok, text.hidden_size, text.moe_intermediate_size
 print(f"thinker: {text.num_hidden_layers} layers, E = {E} experts, top-{k}, hidden {H}, expert width {I}, "
@@ -75,9 +58,9 @@ fig, ax = plt.subplots(figsize=(7, 4.5))
 im = ax.imshow(s0.probs.T, aspect="auto", cmap="magma", interpolation="nearest")
 rows = np.repeat(np.arange(L), k)
 ax.plot(rows, s0.experts.reshape(-1), "c.", ms=3, label=f"top-{k}")
-ax.set_xlabel("token"); ax.set_ylabel("expert"); ax.set_title("layer 0 router probabilities"); ax.legend(loc="upper right")
-fig.colorbar(im, ax=ax, fraction=0.03)
-fig.tight_layout(); fig.savefig(FIGURES / "05_router_probs.png", dpi=120); plt.close(fig)
+ax.set(xlabel="token", ylabel="expert", title="layer 0 router probabilities"); ax.legend(loc="upper right")
+fig.colorbar(im, ax=ax, fraction=0.03, label="router probability")
+fig.tight_layout(); show(fig, "05_router_probs")
 
 # %% [markdown]
 # ## 3. Expert load over the prompt
@@ -93,7 +76,7 @@ for i, row in enumerate(load):
     ax.bar(np.arange(E) + i * width, row, width, label=f"layer {stats[i].layer}")
 ax.axhline(L * k / E, color="k", ls="--", lw=1, label="perfect balance")
 ax.set_xlabel("expert"); ax.set_ylabel("tokens routed"); ax.legend(fontsize=7)
-fig.tight_layout(); fig.savefig(FIGURES / "05_expert_load.png", dpi=120); plt.close(fig)
+fig.tight_layout(); show(fig, "05_expert_load")
 print("tokens per expert, layer by layer:\n", load)
 
 # %% [markdown]
@@ -140,3 +123,33 @@ big_total, big_active = thinker_text_params(qwen3_omni_30b_a3b_instruct().thinke
 print(f"this checkpoint : total {total:,}  active {active:,}  ({active / total:.0%})")
 print(f"Qwen3-Omni 30B-A3B thinker: total {big_total / 1e9:.1f} B, active {big_active / 1e9:.2f} B per token")
 assert 25e9 < big_total < 35e9 and 2e9 < big_active < 4e9
+
+# %% [markdown]
+# ## 6. Check against the reference
+# The prefill of section 1 ran every MoE layer of `tiny_f32` on its real prompt: every hidden state and the last
+# logits must equal the reference's (`thinker.hidden_states.{i}`, `thinker.logits_last`) to 1e-4 relative.
+
+# %%
+g = case.golden
+for i, h in enumerate(res.hidden_states):
+    err = np.abs(h - g[f"thinker.hidden_states.{i}"][0]).max() / np.abs(g[f"thinker.hidden_states.{i}"]).max()
+    assert err < 1e-4, (i, err)
+err = np.abs(res.logits_last - g["thinker.logits_last"][0]).max() / np.abs(g["thinker.logits_last"]).max()
+print(f"tiny_f32: {len(res.hidden_states)} hidden states and logits_last match the reference (rel err {err:.1e})")
+assert err < 1e-4
+
+# %% [markdown]
+# ## Exercises
+# Check an answer here with `check("05.1", your_function)`, or from a file with
+# `python -m omniref.course check 05.1 answers.py` (`python -m omniref.course list` shows every task).
+#
+# - **05.1** (implement) `route(probs, k, norm_topk_prob)`: the chosen experts [L, k] (best first) and their mixing
+#   weights [L, k].
+# - **05.2** (implement) `swiglu(x, gate, up, down)`: one expert, `down(silu(gate x) ⊙ up x)`.
+
+# %%
+def route(probs, k, norm_topk_prob):
+    raise NotImplementedError        # your answer
+
+
+check("05.1", route)

@@ -11,16 +11,11 @@
 # 3. **Codebook 0, then 1..15.** Each talker step predicts the coarsest codebook; a small dense decoder, the
 #    code predictor, fills in the 15 residual codebooks of that frame one after another.
 #
-# This file runs as a script in a few seconds (`python tutorials/06_talker_and_codes.py`), saves its figures
-# under `tutorials/figures/` and checks every number it can against the golden case `tiny_omni` (the
-# reference implementation's own tensors). Without golden data it runs on the seeded tiny checkpoint.
+# This file runs in a few seconds as a script (`python tutorials/06_talker_and_codes.py`) or a notebook (figures
+# inline in a notebook, saved under `tutorials/_output/` as a script) and checks every number it can against
+# the golden case `tiny_f32` that ships in `tests/golden/` (the reference implementation's own tensors).
 
 # %%
-from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -28,15 +23,14 @@ from omniref.golden import Case
 from omniref.talker import Talker
 from omniref.talker.inputs import user_positions
 from omniref.talker.model import suppressed_ids
+from omniref.course import check, repo_root, show
 
-ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ROOT / "tutorials" / "figures"
-FIGURES.mkdir(parents=True, exist_ok=True)
+ROOT = repo_root()                                                      # the clone (tests/golden/ lives here)
 
 
 def find_case():
-    """The first golden case holding the talker stage (own cases first, then ../shared/golden)."""
-    for folder in (ROOT / "tests" / "golden", ROOT.parent / "shared" / "golden"):
+    """The first golden case in tests/golden/ holding the talker stage."""
+    for folder in (ROOT / "tests" / "golden",):
         for p in sorted(folder.glob("*/golden.npz")) if folder.is_dir() else []:
             case = Case(p.parent)
             if "talker.thinker_embed" in case.golden and case.config is not None:
@@ -136,8 +130,7 @@ for r, name in enumerate(["temporal", "height", "width"]):
 ax.set(xlabel="talker prefill row", ylabel="position", title="talker position ids (3 rows)")
 ax.legend()
 fig.tight_layout()
-fig.savefig(FIGURES / "06_talker_positions.png", dpi=110)
-plt.close(fig)
+show(fig, "06_talker_positions")
 
 # %% [markdown]
 # ## 4. The loop: codebook 0 per talker step, codebooks 1..G-1 per code-predictor step
@@ -171,7 +164,7 @@ im = axes[0].imshow(out.codes, aspect="auto", cmap="viridis", interpolation="nea
 axes[0].set(xlabel="frame t (80 ms each)", ylabel="codebook",
             title="codes: row 0 from the talker, 1..G-1 from the code predictor")
 axes[0].axhline(0.5, color="w", lw=1.5)
-fig.colorbar(im, ax=axes[0])
+fig.colorbar(im, ax=axes[0], label="code id")
 z = out.step_logits[0]
 axes[1].plot(z, lw=0.6, color="gray")
 axes[1].axvspan(supp[0], supp[-1], color="red", alpha=0.12, label="suppressed special range")
@@ -179,6 +172,20 @@ axes[1].axvline(tc.codec_eos_token_id, color="k", ls=":", label="codec eos (allo
 axes[1].set(xlabel="talker vocabulary id", ylabel="raw score", title="prefill step scores")
 axes[1].legend(fontsize=7)
 fig.tight_layout()
-fig.savefig(FIGURES / "06_codes_and_scores.png", dpi=110)
-plt.close(fig)
-print(f"figures written to {FIGURES}")
+show(fig, "06_codes_and_scores")
+assert g, "tests/golden/ must hold a case with the talker stage"
+
+# %% [markdown]
+# ## Exercises
+# Check an answer here with `check("06.1", your_function)`, or from a file with
+# `python -m omniref.course check 06.1 answers.py` (`python -m omniref.course list` shows every task).
+#
+# - **06.1** (implement) `suppressed_ids(vocab_size, eos_id)`: the codec ids the talker may never emit.
+# - **06.2** (implement) `repetition_penalty(logits, previous, penalty)`: the CTRL rule of section 4.
+
+# %%
+def suppressed_ids(vocab_size, eos_id):
+    raise NotImplementedError        # your answer
+
+
+check("06.1", suppressed_ids)

@@ -12,18 +12,13 @@
 # 4. **Streaming**: decoding in chunks with a little left context equals one-shot decoding where the
 #    context covers the receptive field (and only there).
 #
-# Runs as a script in a few seconds (`python tutorials/07_codes_to_waveform.py`), writes figures to
-# `tutorials/figures/` and asserts every number it states. The model is the golden case `tiny_omni` when
-# it is present (its Code2Wav is checked against the reference's waveform), else the seeded tiny
-# checkpoint of `omniref.tiny`, which has the same shapes. Random weights make noise, not speech: the
+# Runs in a few seconds as a script (`python tutorials/07_codes_to_waveform.py`) or a notebook (figures inline
+# in a notebook, saved under `tutorials/_output/` as a script) and asserts every number it states. The model
+# is the golden case `tiny_f32` that ships in `tests/golden/` (its Code2Wav is checked against the
+# reference's waveform; docs/golden_format.md describes the keys). Random weights make noise, not speech: the
 # point here is the computation, whose shapes and timing are those of the real model.
 
 # %%
-from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -33,10 +28,9 @@ from omniref.codec.rvq import fit_rvq, rvq_decode, rvq_encode, rvq_errors
 from omniref.config import Code2WavConfig
 from omniref.golden import Case
 from omniref.tiny import load_tiny
+from omniref.course import check, data_file, repo_root, show
 
-ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ROOT / "tutorials" / "figures"
-FIGURES.mkdir(parents=True, exist_ok=True)
+ROOT = repo_root()                                                      # the clone (tests/golden/ lives here)
 
 
 def rel(a, b):
@@ -55,7 +49,7 @@ def rel(a, b):
 # learned on the first 70% of the clip and judged on the last 30%, words they have never seen.
 
 # %%
-speech = wavfile.read_wav(ROOT / "omniref" / "data" / "speech.wav")                # [N] at 16 kHz
+speech = wavfile.read_wav(data_file("speech.wav"))                # [N] at 16 kHz
 features, _ = mel.extract_features(speech)                                           # [1, 128, F]
 frames = features[0].T.astype(np.float64)                                           # [F, 128]
 split = int(0.7 * len(frames))
@@ -96,8 +90,7 @@ ax[1].plot(test[len(test) // 2] + mean, "k", lw=1.5, alpha=0.5, label="original"
 ax[1].set(xlabel="mel bin", ylabel="log-mel", title="a held-out frame, reconstructed stage by stage")
 ax[1].legend(fontsize=7)
 fig.tight_layout()
-fig.savefig(FIGURES / "07_rvq_error.png", dpi=120)
-plt.close(fig)
+show(fig, "07_rvq_error")
 
 # %% [markdown]
 # Code2Wav reads its codes the same way: one embedding table holds a block of V rows per quantizer, code c
@@ -106,7 +99,7 @@ plt.close(fig)
 
 # %%
 case = None
-for folder in (ROOT / "tests" / "golden", ROOT.parent / "shared" / "golden"):
+for folder in (ROOT / "tests" / "golden",):
     for p in sorted(folder.glob("*/golden.npz")) if folder.is_dir() else []:
         c = Case(p.parent)
         if c.config is not None and "code2wav.codes" in c.golden:
@@ -202,7 +195,7 @@ def reach(lo, hi, cfg):
 
 # Measured in float64: at the far edge of the reach the effect is ~1e-8 of the signal, below float32's
 # resolution, while outside the reach the two runs are bit-identical whatever the precision.
-T_RF, t0 = 40, 8
+T_RF, t0 = 20, 8
 w64 = {k: np.asarray(v, np.float64) for k, v in model.w.items()}
 model64 = Code2Wav(cfg, w64)
 hidden = rng.standard_normal((T_RF, cfg.hidden_size))                               # [T, Hc]
@@ -229,8 +222,7 @@ ax.set(xlabel=f"output sample (lines: {U}-sample frame blocks)", ylabel="|change
        title=f"receptive field of the convolutional decoder: perturbing frame {t0}")
 ax.legend()
 fig.tight_layout()
-fig.savefig(FIGURES / "07_receptive_field.png", dpi=120)
-plt.close(fig)
+show(fig, "07_receptive_field")
 
 # %% [markdown]
 # ## 4. Streaming: chunked decoding
@@ -243,13 +235,13 @@ plt.close(fig)
 # state: the attention window and the convolutions see zeros instead of the real past.
 
 # %%
-T_S, CS = 40, 10
+T_S, CS = 24, 8
 codes_s = rng.integers(0, V, (Q, T_S))                                               # [Q, T]
 full = model(codes_s)                                                                # [output_length(T)]
-contexts = [0, 1, 2, 4, 8, 16, 32]
-worst = []
+contexts = [0, 2, 8, 32]
+worst, outs = [], {}
 for lc in contexts:
-    out = model.chunked_decode(codes_s, CS, lc)
+    out = outs[lc] = model.chunked_decode(codes_s, CS, lc)
     assert out.shape == (sum(model.output_length(min(s + CS, T_S) - s) for s in range(0, T_S, CS)),)
     errs, pos = [], 0
     for start in range(0, T_S, CS):
@@ -268,13 +260,29 @@ ax[0].set(xlabel="left_context_size (frames)", ylabel="max |chunked − one-shot
 s0 = CS * U
 seg = slice(s0 - 300, s0 + 900)
 ax[1].plot(np.arange(seg.start, seg.stop), full[seg], lw=0.8, label="one-shot")
-out0 = model.chunked_decode(codes_s, CS, 0)
+out0 = outs[0]
 ax[1].plot(np.arange(s0, s0 + 900), out0[model.output_length(CS):model.output_length(CS) + 900], lw=0.8,
            label="chunk 2, no left context")
 ax[1].axvline(s0, color="k", lw=0.5)
-ax[1].set(xlabel="sample", title="the start of a chunk without context")
+ax[1].set(xlabel="output sample (24 kHz)", ylabel="amplitude", title="the start of a chunk without context")
 ax[1].legend(fontsize=7)
 fig.tight_layout()
-fig.savefig(FIGURES / "07_streaming.png", dpi=120)
-plt.close(fig)
-print(f"figures: {', '.join(p.name for p in sorted(FIGURES.glob('07_*.png')))}")
+show(fig, "07_streaming")
+assert case is not None, "tests/golden/ must hold a case with a Code2Wav stage"
+
+# %% [markdown]
+# ## Exercises
+# Check an answer here with `check("07.1", your_function)`, or from a file with
+# `python -m omniref.course check 07.1 answers.py` (`python -m omniref.course list` shows every task).
+#
+# - **07.1** (predict a count) `output_length(T, upsampling_ratios, upsample_rates)`: samples produced from T frames
+#   (section 2).
+# - **07.2** (implement) `embed_codes(codes, table, codebook_size)`: the mean of each frame's Q codebook rows (section
+#   1).
+
+# %%
+def output_length(T, upsampling_ratios, upsample_rates):
+    raise NotImplementedError        # your answer
+
+
+check("07.1", output_length)

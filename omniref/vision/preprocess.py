@@ -1,4 +1,5 @@
-"""Pixels -> patches: the Qwen2-VL image/video processor that feeds the Qwen3-Omni vision encoder (FORMAT 5.2/5.3).
+"""Pixels -> patches: the Qwen2-VL image/video processor that feeds the Qwen3-Omni vision encoder
+(keys: docs/golden_format.md §5.2, §5.3).
 
     image file / uint8 [H, W, 3]
       -> RGB (grayscale replicated, alpha composited on white)
@@ -36,7 +37,7 @@ __all__ = ["IMAGE_MIN_PIXELS", "IMAGE_MAX_PIXELS", "VIDEO_MIN_PIXELS", "VIDEO_MA
            "normalize_video", "patchify", "preprocess_image", "preprocess_video", "sample_frame_indices",
            "seconds_per_grid"]
 
-# Processor defaults of Qwen3-Omni (FORMAT 5.2/5.3; the case's meta.json may override them).
+# Processor defaults of Qwen3-Omni (docs/golden_format.md §5.2/5.3; the case's meta.json may override them).
 IMAGE_MIN_PIXELS = 3136            # 56*56
 IMAGE_MAX_PIXELS = 12845056        # 28*28*16384
 VIDEO_MIN_PIXELS = 128 * 32 * 32   # 131072: the Omni processor's video `size.shortest_edge`
@@ -236,7 +237,7 @@ def preprocess_video(frames: np.ndarray, patch_size: int, merge_size: int, tempo
     """uint8 frames [T, H, W, 3] (already sampled) -> VisionInputs(pixel_values [t*h*w, D], grid (t, h, w)).
 
     Frames that are not a smart_resize fixed point are resampled with Pillow's bicubic; the reference's
-    torchvision backend may differ there by +-1 in a few pixels (FORMAT 5.3: no case resamples video).
+    torchvision backend may differ there by +-1 in a few pixels (docs/golden_format.md §5.3: no case resamples video).
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8:

@@ -28,11 +28,13 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
+from .errors import CheckpointError, regular_file
+
 __all__ = ["SafetensorsError", "SafetensorsFile", "Weights", "WeightView", "load_weights",
            "save_safetensors", "bf16_to_f32", "f32_to_bf16"]
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(CheckpointError):
     """A checkpoint file is corrupt, truncated or inconsistent (the message names the file and tensor)."""
 
 
@@ -45,6 +47,8 @@ DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype("?"),
 }
 MAX_HEADER = 100 * 1024 * 1024  # the format's own limit on the JSON header (100 MB)
+MAX_DEPTH = 4                   # {key: {"shape": [..]}}: anything nested deeper is not a safetensors header
+MAX_INDEX = 64 * 1024 * 1024    # model.safetensors.index.json is a flat map; 64 MB is ~1M keys
 
 
 def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
@@ -62,59 +66,130 @@ def f32_to_bf16(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _is_uint(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _reject_duplicates(pairs: list) -> dict:
+    """json object_pairs_hook: a key given twice is an error (json.loads would silently keep the last one)."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _depth(x, limit: int, level: int = 1) -> bool:
+    """True when JSON value x nests no deeper than `limit` containers."""
+    if isinstance(x, (dict, list)):
+        if level > limit:
+            return False
+        items = x.values() if isinstance(x, dict) else x
+        return all(_depth(v, limit, level + 1) for v in items)
+    return True
+
+
+def _parse_json(raw: bytes, path: Path, what: str, error: type, max_depth: int = MAX_DEPTH):
+    """UTF-8 JSON bytes -> value; non-UTF-8, invalid JSON, duplicate keys and deep nesting -> `error`."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: the {what} is not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})",
+                    file=path) from None
+    try:
+        value = json.loads(text, object_pairs_hook=_reject_duplicates)
+    except _DuplicateKey as e:
+        raise error(f"{path}: the {what} names '{e.args[0]}' twice", file=path, field=e.args[0]) from None
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: the {what} is not valid JSON ({e})", file=path) from None
+    except RecursionError:
+        raise error(f"{path}: the {what} nests too deeply", file=path) from None
+    if not _depth(value, max_depth):
+        raise error(f"{path}: the {what} nests deeper than {max_depth} levels", file=path)
+    return value
+
+
 class SafetensorsFile:
     """One memory-mapped .safetensors file. `raw(key)` is a zero-copy view; `[key]` is float32 (or the int dtype)."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.path = regular_file(path, "checkpoint file", SafetensorsError)
         try:
-            size = self.path.stat().st_size
             fh = open(self.path, "rb")
         except OSError as e:
-            raise SafetensorsError(f"{self.path}: cannot open checkpoint file ({e.strerror})") from None
+            raise SafetensorsError(f"{self.path}: cannot open checkpoint file ({e.strerror})",
+                                   file=self.path) from None
         with fh:
+            size = os.fstat(fh.fileno()).st_size
             head = fh.read(8)
             if len(head) < 8:
-                raise SafetensorsError(f"{self.path}: truncated file ({size} bytes; a safetensors file starts "
-                                       "with an 8-byte header length)")
+                raise self._error(f"truncated file ({size} bytes; a safetensors file starts with an 8-byte "
+                                  "header length)")
             (n,) = struct.unpack("<Q", head)
             if n > MAX_HEADER or 8 + n > size:
-                raise SafetensorsError(f"{self.path}: header length {n} is larger than the file "
-                                       f"({size} bytes): truncated or not a safetensors file")
-            try:
-                header = json.loads(fh.read(n).decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise SafetensorsError(f"{self.path}: header is not valid JSON ({e})") from None
+                raise self._error(f"header length {n} is larger than the file ({size} bytes) or the format's "
+                                  f"limit ({MAX_HEADER}): truncated or not a safetensors file")
+            header = _parse_json(fh.read(n), self.path, "header", SafetensorsError)
             if not isinstance(header, dict):
-                raise SafetensorsError(f"{self.path}: header is not a JSON object")
+                raise self._error(f"header is a JSON {type(header).__name__}, expected an object")
             self.metadata = header.pop("__metadata__", None) or {}
+            if not isinstance(self.metadata, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()):
+                raise self._error("__metadata__ must be an object of string values", field="__metadata__")
             self._data_start = 8 + n
             data_len = size - self._data_start
             self.entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
             for key, e in header.items():
-                self.entries[key] = self._check_entry(key, e, data_len)
+                self.entries[key] = self._check_entry(key, e)
+            self._check_layout(data_len)
             self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size > 0 else None
 
-    def _check_entry(self, key: str, e: dict, data_len: int) -> tuple[str, tuple[int, ...], int, int]:
-        where = f"{self.path}: tensor '{key}'"
-        try:
-            dtype, shape, (begin, end) = e["dtype"], tuple(int(s) for s in e["shape"]), e["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise SafetensorsError(f"{where}: malformed header entry {e!r}") from None
-        if dtype not in DTYPES:
-            raise SafetensorsError(f"{where}: unknown dtype '{dtype}' (known: {', '.join(DTYPES)})")
-        if any(s < 0 for s in shape):
-            raise SafetensorsError(f"{where}: negative dimension in shape {list(shape)}")
-        if not (0 <= begin <= end):
-            raise SafetensorsError(f"{where}: bad data_offsets [{begin}, {end}]")
-        if end > data_len:
-            raise SafetensorsError(f"{where}: data_offsets [{begin}, {end}] lie outside the data "
-                                   f"({data_len} bytes): truncated file")
-        expected = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
+    def _error(self, message: str, field: str | None = None, value=None) -> SafetensorsError:
+        return SafetensorsError(f"{self.path}: {message}", file=self.path, field=field, value=value)
+
+    def _check_entry(self, key: str, e) -> tuple[str, tuple[int, ...], int, int]:
+        """One header entry -> (dtype, shape, begin, end), its JSON types checked (as the reference's serde)."""
+        def bad(what: str):
+            return self._error(f"tensor '{key}': {what}", field=key, value=e)
+        if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
+            raise bad(f"header entry {e!r} must be an object with exactly dtype, shape and data_offsets")
+        dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise bad(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+        if not isinstance(shape, list) or not all(_is_uint(s) for s in shape):
+            raise bad(f"shape {shape!r} must be a list of non-negative integers")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(o) for o in offsets)):
+            raise bad(f"data_offsets {offsets!r} must be two non-negative integers [begin, end]")
+        begin, end = offsets
+        if begin > end:
+            raise bad(f"data_offsets [{begin}, {end}] end before they begin")
+        expected = int(np.prod(shape, dtype=object)) * DTYPES[dtype].itemsize
         if end - begin != expected:
-            raise SafetensorsError(f"{where}: {end - begin} bytes for shape {list(shape)} {dtype} "
-                                   f"(expected {expected})")
-        return dtype, shape, begin, end
+            raise bad(f"{end - begin} bytes for shape {shape} {dtype} (expected {expected})")
+        return dtype, tuple(shape), begin, end
+
+    def _check_layout(self, data_len: int) -> None:
+        """Tensors tile the data area exactly: sorted by offset, each starts where the previous ended, the first
+        at 0 and the last at the end of the file (the reference's `validate`): no gap, no overlap, no tail."""
+        pos, prev = 0, None
+        for key, (_, _, begin, end) in sorted(self.entries.items(), key=lambda kv: kv[1][2:]):
+            if end > data_len:
+                raise self._error(f"tensor '{key}': data_offsets [{begin}, {end}] lie outside the data "
+                                  f"({data_len} bytes): truncated file", field=key, value=[begin, end])
+            if begin != pos:
+                where = f"after tensor '{prev}'" if prev else "at the start of the data"
+                what = "overlaps the previous tensor" if begin < pos else f"leaves a gap of {begin - pos} bytes"
+                raise self._error(f"tensor '{key}': data_offsets [{begin}, {end}] {what} ({where}, "
+                                  f"expected begin {pos})", field=key, value=[begin, end])
+            pos, prev = end, key
+        if pos != data_len:
+            what = "truncated file" if pos > data_len else f"{data_len - pos} bytes after the last tensor"
+            raise self._error(f"the tensors cover {pos} bytes but the data area holds {data_len}: {what}")
 
     def keys(self) -> list[str]:
         return list(self.entries)
@@ -259,33 +334,50 @@ def load_weights(path: str | os.PathLike) -> Weights:
     `model.safetensors`, else the only `*.safetensors` file.
     """
     path = Path(path)
-    if path.is_file():
-        f = SafetensorsFile(path)
-        return Weights({path.name: f}, {k: path.name for k in f.keys()}, str(path))
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such checkpoint directory or file")
+        f = SafetensorsFile(path)                   # a regular file, or a CheckpointError naming it
+        return Weights({path.name: f}, {k: path.name for k in f.keys()}, str(path))
     index = path / "model.safetensors.index.json"
-    if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise SafetensorsError(f"{index}: not a valid index (needs a 'weight_map' object): {e}") from None
+    if os.path.lexists(index):
+        weight_map = _read_index(index)
         files = {name: SafetensorsFile(path / name) for name in sorted(set(weight_map.values()))}
         for key, name in weight_map.items():
             if key not in files[name]:
-                raise SafetensorsError(f"{path / name}: tensor '{key}' listed in the index is missing")
+                raise SafetensorsError(f"{path / name}: tensor '{key}' listed in the index is missing",
+                                       file=path / name, field=key)
         for name, f in files.items():
             for key in f.keys():
                 if weight_map.get(key) != name:
-                    raise SafetensorsError(f"{path / name}: tensor '{key}' is not in the index's weight_map")
+                    raise SafetensorsError(f"{path / name}: tensor '{key}' is not in the index's weight_map",
+                                           file=path / name, field=key)
         return Weights(files, dict(weight_map), str(path))
     single = path / "model.safetensors"
-    candidates = [single] if single.exists() else sorted(path.glob("*.safetensors"))
+    candidates = [single] if os.path.lexists(single) else sorted(path.glob("*.safetensors"))
     if len(candidates) != 1:
-        raise FileNotFoundError(f"{path}: expected model.safetensors or model.safetensors.index.json "
-                                f"(found {len(candidates)} .safetensors files)")
+        raise SafetensorsError(f"{path}: expected model.safetensors or model.safetensors.index.json "
+                               f"(found {len(candidates)} .safetensors files)", file=path)
     f = SafetensorsFile(candidates[0])
     return Weights({candidates[0].name: f}, {k: candidates[0].name for k in f.keys()}, str(path))
+
+
+def _read_index(index: Path) -> dict[str, str]:
+    """model.safetensors.index.json -> its weight_map {key: shard file name}, every entry checked.
+
+    A shard must be a plain file name in the same directory: a path ("../x", "/etc/passwd") would read
+    outside the checkpoint.
+    """
+    regular_file(index, "checkpoint index", SafetensorsError, MAX_INDEX)
+    data = _parse_json(index.read_bytes(), index, "index", SafetensorsError, max_depth=3)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise SafetensorsError(f"{index}: needs a non-empty 'weight_map' object {{key: shard file name}}",
+                               file=index, field="weight_map")
+    for key, name in weight_map.items():
+        if not (isinstance(name, str) and name.endswith(".safetensors") and Path(name).name == name
+                and name not in (".", "..")):
+            raise SafetensorsError(f"{index}: weight_map['{key}'] = {name!r}, expected a .safetensors file name "
+                                   "in the checkpoint directory", file=index, field=key, value=name)
+    return weight_map
 
 
 def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], *,

@@ -1,0 +1,78 @@
+"""The errors omniref raises on bad input: each a ValueError, each message naming the file, field or key and the
+value that was expected. The CLI prints one line for these, never a traceback.
+
+    OmnirefError (ValueError)          exit code 2 from the CLI, unless a subclass says otherwise
+    ├── CheckpointError                3   a weights file or index is corrupt, or disagrees with the config
+    ├── ConfigError                    4   a config.json field has the wrong type, range or an unsupported value
+    ├── MediaError                     5   a WAV / image / video cannot be read, or is outside the limits
+    └── InputError                     6   ids, codes, counts, options or output paths are out of range
+
+Each error keeps what it names (`file`, `field`, `value`) as attributes, so a test or a caller can check the
+culprit without parsing the message. `regular_file` is the one gate every path passes before it is opened:
+a FIFO, a directory or a device in place of a file would block `open` forever or read without end.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+__all__ = ["OmnirefError", "CheckpointError", "ConfigError", "MediaError", "InputError", "regular_file"]
+
+
+class OmnirefError(ValueError):
+    """Base class: bad input that the message names."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, file=None, field: str | None = None, value=None):
+        super().__init__(message)
+        self.file = None if file is None else os.fspath(file)
+        self.field, self.value = field, value
+
+
+class CheckpointError(OmnirefError):
+    """A checkpoint lacks a tensor the config requires, or holds one of the wrong shape (names the key)."""
+
+    exit_code = 3
+
+
+class ConfigError(OmnirefError):
+    """A config field is missing, of the wrong type, or asks for a variant omniref does not implement."""
+
+    exit_code = 4
+
+
+class MediaError(OmnirefError):
+    """An audio, image or video input cannot be read or has the wrong shape."""
+
+    exit_code = 5
+
+
+class InputError(OmnirefError):
+    """Another input (ids, codes, prompt) is out of range or inconsistent."""
+
+    exit_code = 6
+
+
+def regular_file(path, what: str, error: type[OmnirefError] = InputError, max_bytes: int | None = None) -> Path:
+    """Check that `path` is an existing regular file (at most `max_bytes`) WITHOUT opening it -> Path.
+
+    `os.stat` never blocks, while `open` on a FIFO waits for a writer forever; a directory or a character
+    device (/dev/zero) would read without end. `what` names the role ("config", "WAV file") in the message.
+    """
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}", file=path) from None
+    except OSError as e:
+        raise error(f"{path}: cannot read the {what} ({e.strerror})", file=path) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise error(f"{path}: the {what} is {kind}, expected a regular file", file=path)
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise error(f"{path}: the {what} is {st.st_size} bytes, more than the limit of {max_bytes}", file=path)
+    return path

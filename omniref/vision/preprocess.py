@@ -111,6 +111,8 @@ def to_rgb(image) -> np.ndarray:
         arr = np.asarray(image)
         if arr.dtype != np.uint8:
             raise MediaError(f"image array must be uint8 (0..255), got dtype {arr.dtype}", field="dtype")
+        if arr.ndim in (2, 3) and min(arr.shape[:2]) == 0:
+            raise MediaError(f"image is empty: shape {arr.shape}", field="shape")
         if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[:, :, 0]                                   # [H, W, 1] -> [H, W]
         if arr.ndim == 2:
@@ -124,8 +126,6 @@ def to_rgb(image) -> np.ndarray:
         else:
             raise MediaError(f"image array must be [H, W] or [H, W, C] with C in 1..4, got shape {arr.shape}",
                              field="shape")
-        if min(arr.shape[:2]) == 0:
-            raise MediaError(f"image is empty: shape {arr.shape}", field="shape")
     if pil.width == 0 or pil.height == 0:
         raise MediaError(f"image is empty: {pil.width}x{pil.height}", field="size")
     if pil.mode != "RGB":

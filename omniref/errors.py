@@ -13,11 +13,13 @@ a FIFO, a directory or a device in place of a file would block `open` forever or
 """
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
 
-__all__ = ["OmnirefError", "CheckpointError", "ConfigError", "MediaError", "InputError", "regular_file"]
+__all__ = ["OmnirefError", "CheckpointError", "ConfigError", "MediaError", "InputError", "regular_file",
+           "parse_json"]
 
 
 class OmnirefError(ValueError):
@@ -76,3 +78,50 @@ def regular_file(path, what: str, error: type[OmnirefError] = InputError, max_by
     if max_bytes is not None and st.st_size > max_bytes:
         raise error(f"{path}: the {what} is {st.st_size} bytes, more than the limit of {max_bytes}", file=path)
     return path
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _reject_duplicates(pairs: list) -> dict:
+    """json object_pairs_hook: a key given twice is an error (json.loads would silently keep the last one)."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def _depth_ok(x, limit: int) -> bool:
+    """True when JSON value x nests no deeper than `limit` containers (iterative: no recursion to exhaust)."""
+    stack = [(x, 1)]
+    while stack:
+        v, level = stack.pop()
+        if isinstance(v, (dict, list)):
+            if level > limit:
+                return False
+            stack.extend((c, level + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return True
+
+
+def parse_json(raw: bytes, path, what: str, error: type[OmnirefError], max_depth: int):
+    """UTF-8 JSON bytes -> value; non-UTF-8, invalid JSON, a duplicate key or nesting deeper than `max_depth`
+    raise `error` naming `path` (json.loads alone would keep the last of two equal keys without a word)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: the {what} is not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})",
+                    file=path) from None
+    try:
+        value = json.loads(text, object_pairs_hook=_reject_duplicates)
+    except _DuplicateKey as e:
+        raise error(f"{path}: the {what} names '{e.args[0]}' twice", file=path, field=e.args[0]) from None
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: the {what} is not valid JSON ({e})", file=path) from None
+    except RecursionError:
+        raise error(f"{path}: the {what} nests deeper than {max_depth} levels", file=path) from None
+    if not _depth_ok(value, max_depth):
+        raise error(f"{path}: the {what} nests deeper than {max_depth} levels", file=path)
+    return value

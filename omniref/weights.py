@@ -28,7 +28,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from .errors import CheckpointError, regular_file
+from .errors import CheckpointError, parse_json, regular_file
 
 __all__ = ["SafetensorsError", "SafetensorsFile", "Weights", "WeightView", "load_weights",
            "save_safetensors", "bf16_to_f32", "f32_to_bf16"]
@@ -70,50 +70,6 @@ def _is_uint(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
-def _reject_duplicates(pairs: list) -> dict:
-    """json object_pairs_hook: a key given twice is an error (json.loads would silently keep the last one)."""
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(k)
-        out[k] = v
-    return out
-
-
-class _DuplicateKey(Exception):
-    pass
-
-
-def _depth(x, limit: int, level: int = 1) -> bool:
-    """True when JSON value x nests no deeper than `limit` containers."""
-    if isinstance(x, (dict, list)):
-        if level > limit:
-            return False
-        items = x.values() if isinstance(x, dict) else x
-        return all(_depth(v, limit, level + 1) for v in items)
-    return True
-
-
-def _parse_json(raw: bytes, path: Path, what: str, error: type, max_depth: int = MAX_DEPTH):
-    """UTF-8 JSON bytes -> value; non-UTF-8, invalid JSON, duplicate keys and deep nesting -> `error`."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise error(f"{path}: the {what} is not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})",
-                    file=path) from None
-    try:
-        value = json.loads(text, object_pairs_hook=_reject_duplicates)
-    except _DuplicateKey as e:
-        raise error(f"{path}: the {what} names '{e.args[0]}' twice", file=path, field=e.args[0]) from None
-    except json.JSONDecodeError as e:
-        raise error(f"{path}: the {what} is not valid JSON ({e})", file=path) from None
-    except RecursionError:
-        raise error(f"{path}: the {what} nests too deeply", file=path) from None
-    if not _depth(value, max_depth):
-        raise error(f"{path}: the {what} nests deeper than {max_depth} levels", file=path)
-    return value
-
-
 class SafetensorsFile:
     """One memory-mapped .safetensors file. `raw(key)` is a zero-copy view; `[key]` is float32 (or the int dtype)."""
 
@@ -134,7 +90,7 @@ class SafetensorsFile:
             if n > MAX_HEADER or 8 + n > size:
                 raise self._error(f"header length {n} is larger than the file ({size} bytes) or the format's "
                                   f"limit ({MAX_HEADER}): truncated or not a safetensors file")
-            header = _parse_json(fh.read(n), self.path, "header", SafetensorsError)
+            header = parse_json(fh.read(n), self.path, "header", SafetensorsError, MAX_DEPTH)
             if not isinstance(header, dict):
                 raise self._error(f"header is a JSON {type(header).__name__}, expected an object")
             self.metadata = header.pop("__metadata__", None) or {}
@@ -367,7 +323,7 @@ def _read_index(index: Path) -> dict[str, str]:
     outside the checkpoint.
     """
     regular_file(index, "checkpoint index", SafetensorsError, MAX_INDEX)
-    data = _parse_json(index.read_bytes(), index, "index", SafetensorsError, max_depth=3)
+    data = parse_json(index.read_bytes(), index, "index", SafetensorsError, max_depth=3)
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise SafetensorsError(f"{index}: needs a non-empty 'weight_map' object {{key: shard file name}}",

@@ -7,6 +7,7 @@ import pytest
 
 from omniref.config import OmniConfig, load_config, qwen3_omni_30b_a3b_instruct
 from omniref.summary import component_params, main as summary_main, thinker_flops_per_token
+from omniref.errors import ConfigError
 from conftest import model_cases
 
 
@@ -65,7 +66,7 @@ def test_30b_preset_and_summary(capsys):
 
 
 def test_bad_config_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(ConfigError, match="no config.json"):
         load_config(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):

@@ -34,5 +34,5 @@ def test_generate_cli_prints_the_greedy_ids(ckpt, tmp_path, capsys):
 
 def test_generate_cli_reports_bad_input(ckpt, capsys):
     assert main(["--checkpoint", str(ckpt), "--audio", "/nonexistent.wav"]) == 2
-    assert "no such audio file" in capsys.readouterr().err
+    assert "/nonexistent.wav: no such WAV file" in capsys.readouterr().err
     assert main(["--checkpoint", str(ckpt), "--prompt", "hi", "--top-p", "0"]) == 2

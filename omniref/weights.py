@@ -30,12 +30,19 @@ import numpy as np
 
 from .errors import CheckpointError, parse_json, regular_file
 
-__all__ = ["SafetensorsError", "SafetensorsFile", "Weights", "WeightView", "load_weights",
+__all__ = ["SafetensorsError", "MissingTensorError", "SafetensorsFile", "Weights", "WeightView", "load_weights",
            "save_safetensors", "bf16_to_f32", "f32_to_bf16"]
 
 
 class SafetensorsError(CheckpointError):
     """A checkpoint file is corrupt, truncated or inconsistent (the message names the file and tensor)."""
+
+
+class MissingTensorError(SafetensorsError, KeyError):
+    """A tensor the model asks for is not in the checkpoint: a CheckpointError naming the key, and still a
+    KeyError so that Mapping code (`weights.get(key)`) keeps working."""
+
+    __str__ = Exception.__str__                 # KeyError would quote the message
 
 
 # safetensors dtype tag -> (numpy dtype of the raw bytes, bytes per element)
@@ -171,7 +178,7 @@ class SafetensorsFile:
     def __getitem__(self, key: str) -> np.ndarray:
         """Float tensors widen to float32 (exact for bf16/f16); integer tensors keep their dtype."""
         if key not in self.entries:
-            raise KeyError(f"{self.path}: no tensor '{key}'")
+            raise MissingTensorError(f"{self.path}: no tensor '{key}'", file=self.path, field=key)
         dtype = self.entries[key][0]
         raw = self.raw(key)
         if dtype == "BF16":
@@ -207,7 +214,8 @@ class Weights(Mapping):
                 return w
         if key not in self._cache:
             if key not in self.key_to_file:
-                raise KeyError(f"{self.where}: checkpoint has no tensor '{key}'")
+                raise MissingTensorError(f"{self.where}: checkpoint has no tensor '{key}'", file=self.where,
+                                         field=key)
             a = self.file_of(key)[key]
             a.setflags(write=False)     # shared by every caller: a constant (copy it to experiment with it)
             self._cache[key] = a

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -120,8 +121,8 @@ def checkpoint_cases(tmp: Path, rng: random.Random) -> list[Case]:
     add("header not JSON", st_bytes(None, data, header_text=text[:-1] + b"]"))
     add("header a JSON list", st_bytes([1, 2], data))
     add("header a JSON string", st_bytes("x", data))
-    add("metadata not strings", st_bytes({"__metadata__": {"a": 1}, **header}, data), culprit="__metadata__")
-    add("metadata nested deep", st_bytes({"__metadata__": {"a": json.loads("[" * 60 + "]" * 60)}, **header}, data))
+    add("metadata not strings", st_bytes({**header, "__metadata__": {"a": 1}}, data), culprit="__metadata__")
+    add("metadata nested deep", st_bytes({**header, "__metadata__": {"a": json.loads("[" * 60 + "]" * 60)}}, data))
     add("header nested 100000 deep", st_bytes(None, data, header_text=b"[" * 100000 + b"]" * 100000))
     dup = keys[rng.randrange(len(keys))]
     entry = json.dumps(header[dup], separators=(",", ":")).encode()
@@ -211,7 +212,7 @@ def checkpoint_cases(tmp: Path, rng: random.Random) -> list[Case]:
         add(f"header order shuffled {i}", st_bytes({k: header[k] for k in order}, data), same=True)
     h, d = _relayout({k: header[k] for k in reversed(by_begin)}, data)
     add("data stored in reverse order", st_bytes(h, d), same=True)
-    add("metadata added", st_bytes({"__metadata__": {"format": "pt"}, **header}, data), same=True)
+    add("metadata changed", st_bytes({**header, "__metadata__": {"format": "pt", "note": "fuzz"}}, data), same=True)
     add("header padded with spaces", st_bytes(None, data, header_text=text + b" " * 13), same=True)
 
     cases += sharded_cases(tmp, rng)
@@ -499,7 +500,6 @@ def config_cases(tmp: Path, rng: random.Random) -> list[Case]:
     th_text = ("thinker_config", "text_config")
     for name, path, v, culprit in [
             ("one more thinker layer", th_text + ("num_hidden_layers",), 4, r"layers\.3\."),
-            ("one thinker layer less", th_text + ("num_hidden_layers",), 2, r"layers\.2\."),
             ("one more expert", th_text + ("num_experts",), 7, r"experts\.6|mlp\.gate"),
             ("wider thinker", th_text + ("hidden_size",), 48, "thinker"),
             ("more kv heads", th_text + ("num_key_value_heads",), 2, r"[kv]_proj"),
@@ -556,10 +556,11 @@ def _chunk(cid: bytes, payload: bytes) -> bytes:
 
 
 def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG signature + IHDR claiming width x height (and no pixel data): a decompression bomb's header."""
+    """A PNG whose header claims width x height RGB pixels over a few bytes of data: a decompression bomb."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    crc = zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", crc)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
 
 
 def media_cases(tmp: Path, rng: random.Random) -> list[Case]:
@@ -640,7 +641,7 @@ def media_cases(tmp: Path, rng: random.Random) -> list[Case]:
     add_wav("trailing bytes after RIFF", full + b"\0" * 7, same=True)
     stereo = np.stack([pcm, pcm], 1).astype("<i2")
     add_wav("stereo L = R", wav_bytes((1, 2, rate, rate * 4, 4, 16), stereo.tobytes()), same=True)
-    i24 = (pcm.astype(np.int32) << 8).astype("<i4").view(np.uint8).reshape(-1, 4)[:, 1:].tobytes()
+    i24 = (pcm.astype(np.int32) << 8).astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes()  # pcm << 8
     add_wav("24-bit PCM", wav_bytes((1, 1, rate, rate * 3, 3, 24), i24), same=True)
     add_wav("32-bit float", wav_bytes((3, 1, rate, rate * 4, 4, 32), (pcm / 32768.0).astype("<f4").tobytes()),
             same=True)
@@ -703,7 +704,7 @@ def media_cases(tmp: Path, rng: random.Random) -> list[Case]:
     add_vid("int64 frames", frames.astype(np.int64))
     add_vid("one frame of 2-D", np.zeros((32, 32), np.uint8))
     add_vid("5-D", frames[None])
-    add_vid("4 channels", np.zeros((2, 32, 32, 4), np.uint8))
+    add_vid("5 channels", np.zeros((2, 32, 32, 5), np.uint8))
     add_vid("a scalar", np.uint8(3))
     add_vid("object array (pickle)", np.array([{"a": 1}, None], dtype=object))
     add_vid("not .npy", content=b"just text")
@@ -787,8 +788,11 @@ def cli_cases(tmp: Path) -> list[Case]:
     bench_json.write_text("{}")
     trace = d / "t.npz"
     np.savez(trace, a=np.zeros(3, np.float32))
-    audio = tmp / "media" / "good.wav"
-    golden = F32 / "golden.npz"
+    case = d / "tiny_f32_copy"                          # a real copy: a bug here must not touch tests/golden
+    shutil.copytree(F32, case)
+    golden = case / "golden.npz"
+    audio = d / "input.wav"
+    shutil.copy(tmp / "media" / "good.wav", audio)
     cases = []
 
     def add(name, argv, error, culprit=None, env=None, files=()):
@@ -811,12 +815,14 @@ def cli_cases(tmp: Path) -> list[Case]:
     add("--wav onto an existing file", gen + ["--wav", existing], "InputError", "existing.wav|--force",
         files=[existing])
     add("--wav into a missing folder", gen + ["--wav", d / "no" / "x.wav"], "InputError", "x.wav|no")
-    add("--wav into the checkpoint", gen + ["--wav", F32 / "out.wav"], "InputError", "golden|out.wav",
-        files=[F32 / "out.wav"])
+    add("--wav into a golden case", gen + ["--wav", case / "out.wav"], "InputError", "golden|out.wav",
+        files=[case / "out.wav"])
     add("--wav is a directory", gen + ["--wav", d], "InputError", "cli")
-    add("trace -o onto the case's golden.npz", ["trace", str(F32), "-o", str(golden)], "InputError", "golden",
+    add("trace -o onto the case's golden.npz", ["trace", str(case), "-o", str(golden)], "InputError", "golden",
         files=[golden])
-    add("trace -o onto an existing file", ["trace", str(F32), "-o", str(trace)], "InputError", "t.npz|--force",
+    add("trace -o into the case", ["trace", str(case), "-o", str(case / "trace.npz")], "InputError", "golden|case",
+        files=[case / "trace.npz"])
+    add("trace -o onto an existing file", ["trace", str(case), "-o", str(trace)], "InputError", "t.npz|--force",
         files=[trace])
     add("trace of a missing case", ["trace", str(d / "nocase"), "-o", str(d / "new.npz")], "OmnirefError", "nocase")
     add("bench --json onto an existing file", ["bench", "--quick", "--only", "kernels", "--json", str(bench_json)],

@@ -55,6 +55,9 @@ class Case:
     env: dict = field(default_factory=dict)   # a case with its own environment runs in its own worker
     files: list = field(default_factory=list)  # paths the case must not change or create (outputs refused)
 
+    def __post_init__(self):
+        self.argv = [str(a) for a in self.argv]
+
 
 # -------------------------------------------------------------------------------------------------- worker
 def _limit_worker() -> None:
@@ -164,6 +167,8 @@ def classify(case: Case, r: dict, baselines: dict[str, str]) -> tuple[str, str]:
     lines = [ln for ln in r["stderr"].splitlines() if ln.strip()]
     if "Traceback (most recent call last)" in r["stderr"]:
         return "traceback", lines[-1] if lines else ""
+    if lines and "unexpected" in lines[-1] and "--debug" in lines[-1]:   # the CLI's net for unforeseen errors
+        return "traceback", lines[-1]
     changed = [f for f in case.files if _changed(f)]
     if r["rc"] == 0:
         if case.error is not None:

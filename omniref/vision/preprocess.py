@@ -290,10 +290,12 @@ def load_video(path: str | os.PathLike, max_bytes: int = MAX_VIDEO_BYTES) -> np.
     try:
         with open(path, "rb") as fh:
             version = np.lib.format.read_magic(fh)
-            shape, fortran, dtype = np.lib.format._read_array_header(fh, version)
-    except (ValueError, OSError, EOFError, SyntaxError) as e:
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+    except (ValueError, OSError, EOFError, SyntaxError, UnicodeDecodeError) as e:
         raise MediaError(f"{path}: not a .npy array file ({e})", file=path) from None
-    if dtype != np.uint8 or len(shape) not in (3, 4) or min(shape) == 0 or (len(shape) == 4 and shape[3] != 3):
+    if dtype != np.uint8 or len(shape) not in (3, 4) or min(shape) == 0 or (len(shape) == 4 and shape[3] > 4):
         raise MediaError(f"{path}: video must be uint8 frames [T, H, W, 3] with T, H, W >= 1, got {dtype} "
                          f"{list(shape)}", file=path, field="shape", value=shape)
     if math.prod(shape) > max_bytes:

@@ -10,6 +10,8 @@ value that was expected. The CLI prints one line for these, never a traceback.
 Each error keeps what it names (`file`, `field`, `value`) as attributes, so a test or a caller can check the
 culprit without parsing the message. `regular_file` is the one gate every path passes before it is opened:
 a FIFO, a directory or a device in place of a file would block `open` forever or read without end.
+`output_file` is the gate every output passes before any work starts: nothing is overwritten without
+`--force`, and nothing is ever written onto the command's own inputs or into a golden case.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import stat
 from pathlib import Path
 
 __all__ = ["OmnirefError", "CheckpointError", "ConfigError", "MediaError", "InputError", "regular_file",
-           "parse_json"]
+           "output_file", "env_number", "parse_json"]
 
 
 class OmnirefError(ValueError):
@@ -78,6 +80,51 @@ def regular_file(path, what: str, error: type[OmnirefError] = InputError, max_by
     if max_bytes is not None and st.st_size > max_bytes:
         raise error(f"{path}: the {what} is {st.st_size} bytes, more than the limit of {max_bytes}", file=path)
     return path
+
+
+def output_file(path, what: str, *, force: bool = False, inputs=(), option: str = "--force") -> Path:
+    """Check, before any work starts, that `path` may be written -> Path.
+
+    Refused (InputError naming the path): a missing parent folder, a directory in the way, an existing file
+    unless `force`, and, even with `force`, one of `inputs` (the paths this command reads) or anything inside
+    a golden case (a folder holding golden.npz), which would destroy the reference it is checked against.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{path}: cannot write the {what}: folder {parent} does not exist", file=path)
+    if (parent / "golden.npz").exists() or path.name == "golden.npz":
+        raise InputError(f"{path}: refusing to write the {what} into the golden case {parent}", file=path)
+    target = path.resolve()
+    for src in inputs:
+        if src is not None and (Path(src).resolve() == target or _same_file(src, path)):
+            raise InputError(f"{path}: the {what} would overwrite one of this command's inputs", file=path)
+    if path.is_dir():
+        raise InputError(f"{path}: the {what} path is a directory", file=path)
+    if os.path.lexists(path) and not force:
+        raise InputError(f"{path}: the {what} exists; pass {option} to overwrite it", file=path)
+    return path
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def env_number(name: str, default: float, kind=float, minimum: float | None = None):
+    """A number from environment variable `name` (default when unset) -> kind; anything else is an InputError."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise InputError(f"{name}={raw!r}: expected a {kind.__name__}", field=name, value=raw) from None
+    if value != value or (minimum is not None and value < minimum) or value in (float("inf"), float("-inf")):
+        raise InputError(f"{name}={raw!r}: expected a finite {kind.__name__} >= {minimum}", field=name, value=raw)
+    return value
 
 
 class _DuplicateKey(Exception):

@@ -30,14 +30,14 @@ import numpy as np
 from scipy import signal
 from scipy.io import wavfile
 
-from ..errors import MediaError, regular_file
+from ..errors import MediaError, env_number, regular_file
 
 TARGET_RATE = 16000
 # Limits on what a WAV may hold (keyword arguments of parse_wav / read_wav; the environment variable
 # OMNIREF_MAX_AUDIO_SECONDS changes the duration default): telephone audio is 8 kHz, studio audio 192 kHz;
 # the thinker's audio encoder was trained on clips of up to a few minutes.
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
-MAX_SECONDS = float(os.environ.get("OMNIREF_MAX_AUDIO_SECONDS", 20 * 60))
+MAX_SECONDS = 20 * 60
 MAX_CHANNELS = 64
 
 # fmt format tags: integer PCM, IEEE float, and WAVE_FORMAT_EXTENSIBLE (whose sub-format GUID starts with one
@@ -148,7 +148,8 @@ def parse_wav(path, *, min_rate: int = MIN_SAMPLE_RATE, max_rate: int = MAX_SAMP
               max_seconds: float | None = None) -> tuple[int, np.ndarray]:
     """A WAV file -> (sample rate, samples [N] or [N, ch] in the stored dtype; 24-bit PCM as left-justified
     int32 like scipy). Every field is checked against the file and the limits before samples are decoded."""
-    max_seconds = MAX_SECONDS if max_seconds is None else max_seconds
+    if max_seconds is None:
+        max_seconds = env_number("OMNIREF_MAX_AUDIO_SECONDS", MAX_SECONDS, float, minimum=0.0)
     path = regular_file(path, "WAV file", MediaError)
     with open(path, "rb") as fh:                                     # mapped: only the chunks we use are read
         if os.fstat(fh.fileno()).st_size < 12:

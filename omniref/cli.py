@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(__doc__.strip())
         if argv and argv[0] not in ("-h", "--help"):
-            print(f"\nunknown command '{argv[0]}'", file=sys.stderr)
+            print(f"omniref: error: unknown command '{argv[0]}' (known: {', '.join(COMMANDS)})", file=sys.stderr)
             return 2
         return 0
     debug = "--debug" in argv or os.environ.get("OMNIREF_DEBUG", "") not in ("", "0")

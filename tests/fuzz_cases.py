@@ -771,7 +771,39 @@ def token_cases(tmp: Path) -> list[Case]:
             argv = gen(opt, val, "--wav", tmp / "tok_out.wav")
         add(f"{opt} {val}", argv, _esc(culprit))
     add("--speaker nobody", gen("--wav", tmp / "spk.wav", "--speaker", "nobody"), "nobody")
+    cases += golden_input_cases(tmp)
     add("--video-audio without --video", gen("--video-audio", tmp / "media" / "good.wav"), "video-audio")
+    return cases
+
+
+def golden_input_cases(tmp: Path) -> list[Case]:
+    """Ids and codes read from a golden case (copies with one key edited), and golden values verify must not pass."""
+    cases = []
+    c2w = ROOT / "tests" / "golden" / "code2wav_q8"
+
+    def add(name, src, key, fn, stage, error="InputError", culprit=None):
+        d = _case_dir(src, tmp / f"golden_{len(cases):03d}", replace=("golden.npz",))
+        g = dict(np.load(src / "golden.npz"))
+        g[key] = fn(g[key])
+        np.savez(d / "golden.npz", **g)
+        cases.append(Case(TOKENS, name, ["verify", d, "--stage", stage], error=error,
+                          culprit=culprit or _esc(key)))
+
+    codebook = json.loads((c2w / "config.json").read_text())["code2wav_config"]["codebook_size"]
+    add("codes past the codebook", c2w, "code2wav.codes", lambda a: a + codebook, "code2wav")
+    add("negative codes", c2w, "code2wav.codes", lambda a: a - codebook, "code2wav")
+    add("float codes", c2w, "code2wav.codes", lambda a: a.astype(np.float32) + 0.5, "code2wav")
+    add("codes of the wrong rank", c2w, "code2wav.codes", lambda a: a[0], "code2wav")
+    add("float input_ids", F32, "thinker.input_ids", lambda a: a.astype(np.float64), "thinker")
+    add("input_ids past the vocabulary", F32, "thinker.input_ids", lambda a: a + 1000, "thinker")
+    add("negative input_ids", F32, "thinker.input_ids", lambda a: -a - 1, "thinker")
+    add("a NaN golden value", c2w, "code2wav.wav", lambda a: np.where(np.arange(a.size).reshape(a.shape) == 7,
+                                                                      np.nan, a).astype(a.dtype), "code2wav",
+        error="FAIL")
+    add("all-NaN golden values", c2w, "code2wav.wav", lambda a: np.full_like(a, np.nan), "code2wav", error="FAIL")
+    add("an inf golden value", c2w, "code2wav.wav", lambda a: np.where(np.arange(a.size).reshape(a.shape) == 3,
+                                                                       np.inf, a).astype(a.dtype), "code2wav",
+        error="FAIL")
     return cases
 
 

@@ -49,7 +49,8 @@ class Case:
     category: str
     name: str
     argv: list
-    error: str | None = None       # expected error class name (EXIT_CODES); None = must equal the baseline
+    error: str | None = None       # expected error class (EXIT_CODES), "FAIL" (verify reports a mismatch of the
+                                   # key `culprit`), or None: must equal the baseline
     culprit: str | None = None     # regex the error line must match (names the file / field / key)
     baseline: str | None = None    # name of the baseline case whose stdout a benign case must reproduce
     env: dict = field(default_factory=dict)   # a case with its own environment runs in its own worker
@@ -105,14 +106,15 @@ def _worker_env(extra: dict) -> dict:
     return env
 
 
-def _run_chunk(cases: list[Case], workdir: Path, tag: str) -> dict[int, dict]:
-    """Run `cases` in one worker, restarting it after a hang or crash -> {index: raw result}."""
+def _run_chunk(cases: list[Case], workdir: Path, tag: str, env: dict) -> dict[int, dict]:
+    """Run `cases` in one worker (environment `env` added), restarting it after a hang or crash
+    -> {index: raw result}."""
     case_file, result_file = workdir / f"cases_{tag}.json", workdir / f"results_{tag}.jsonl"
     case_file.write_text(json.dumps([asdict(c) for c in cases]))
     result_file.write_text("")
     results: dict[int, dict] = {}
     start = 0
-    env = _worker_env(cases[0].env if cases else {})
+    env = _worker_env(env)
     while start < len(cases):
         proc = subprocess.Popen([sys.executable, __file__, "--worker", str(case_file), str(result_file), str(start)],
                                 cwd=ROOT, env=env, preexec_fn=_limit_worker,
@@ -183,6 +185,9 @@ def classify(case: Case, r: dict, baselines: dict[str, str]) -> tuple[str, str]:
         return "unclear error", f"a valid input was refused (exit {r['rc']}): {last}"
     if case.error == "usage":
         ok = r["rc"] == 2 and "error:" in last
+    elif case.error == "FAIL":                    # verify must report a mismatch, naming the key
+        ok = r["rc"] == 1 and any("FAIL" in ln and re.search(case.culprit, ln) for ln in r["stdout"].splitlines())
+        last = next((ln for ln in r["stdout"].splitlines() if "FAIL" in ln), last)
     else:
         ok = r["rc"] == EXIT_CODES[case.error] and last.startswith("omniref") and (
             case.culprit is None or re.search(case.culprit, last) is not None)
@@ -217,7 +222,7 @@ def run_cases(cases: list[Case], workdir: Path, workers: int = 2) -> list[tuple[
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(_run_chunk, baselines_cases + [c for c in ch if c.category != "baseline"],
-                               workdir, f"w{k}") for k, ch in enumerate(chunks)]
+                               workdir, f"w{k}", ch[0].env if ch else {}) for k, ch in enumerate(chunks)]
         raw = [f.result() for f in futures]
     out, baselines = [], {}
     for k, ch in enumerate(chunks):

@@ -263,7 +263,9 @@ class TalkerConfig(_Section):
         """Speaker name (any case) -> codec id."""
         table = {k.lower(): v for k, v in (self.speaker_id or {}).items()}
         if name.lower() not in table:
-            raise ValueError(f"unknown speaker '{name}'; this checkpoint has {sorted(table) or 'none'}")
+            from .errors import InputError
+            raise InputError(f"unknown speaker '{name}'; this checkpoint has {sorted(table) or 'none'}",
+                             field="speaker", value=name)
         return int(table[name.lower()])
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from omniref import nn
 from omniref.decoder import Decoder, KVCache, rope_cos_sin
+from omniref.errors import CheckpointError, InputError
 from omniref.thinker.positions import decode_positions, rope_ids_from_config, rope_index
 from omniref.thinker.sampling import SamplingConfig, next_token
 from omniref.weights import bf16_to_f32
@@ -99,15 +100,16 @@ class Thinker:
         self.rope_ids = rope_ids_from_config(self.cfg)
         vocab = weights.shape("thinker.model.embed_tokens.weight")[0]
         if vocab != self.text.vocab_size:
-            raise ValueError(f"embed_tokens has {vocab} rows but text_config.vocab_size is {self.text.vocab_size}")
+            raise CheckpointError(f"embed_tokens has {vocab} rows but text_config.vocab_size is "
+                                  f"{self.text.vocab_size}", field="thinker.model.embed_tokens.weight")
 
     # ---- pieces -----------------------------------------------------------------------------------------
     def embed(self, ids) -> np.ndarray:
         """[L] ids -> [L, H] token embeddings."""
         ids = np.asarray(ids, np.int64).reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() >= self.text.vocab_size):
-            raise ValueError(f"token ids must lie in [0, {self.text.vocab_size}), got range "
-                             f"[{ids.min()}, {ids.max()}]")
+            raise InputError(f"token ids must lie in [0, {self.text.vocab_size}), got range "
+                             f"[{ids.min()}, {ids.max()}]", field="input_ids")
         return _rows(self.weights, "thinker.model.embed_tokens.weight", ids)
 
     def fuse(self, input_ids, media: Media) -> tuple[np.ndarray, np.ndarray, list]:
@@ -125,7 +127,7 @@ class Thinker:
             mask = ids == tok
             n_feat = 0 if feats is None else feats.shape[0]
             if int(mask.sum()) != n_feat:
-                raise ValueError(f"{name} placeholders and features do not match: the prompt has "
+                raise InputError(f"{name} placeholders and features do not match: the prompt has "
                                  f"{int(mask.sum())} {name} tokens (id {tok}) but the encoder produced {n_feat} "
                                  f"{name} feature rows")
             if n_feat:
@@ -183,7 +185,7 @@ class Thinker:
         record_layer: a hidden-state index to collect over every forward (the talker's accept_hidden_layer).
         """
         if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+            raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}", field="max_new_tokens")
         sampling = sampling or SamplingConfig()
         eos = self.config.im_end_token_id if eos_token_id is None else int(eos_token_id)
         if record_layer is not None and not 0 <= record_layer <= self.text.num_hidden_layers:

@@ -138,21 +138,27 @@ class SafetensorsFile:
 
     def _check_layout(self, data_len: int) -> None:
         """Tensors tile the data area exactly: sorted by offset, each starts where the previous ended, the first
-        at 0 and the last at the end of the file (the reference's `validate`): no gap, no overlap, no tail."""
-        pos, prev = 0, None
-        for key, (_, _, begin, end) in sorted(self.entries.items(), key=lambda kv: kv[1][2:]):
+        at 0 and the last at the end of the file (the reference's `validate`): no gap, no overlap, no tail.
+        Checked in that order of blame: a tensor past the end, then two tensors sharing bytes, then gaps."""
+        order = sorted(self.entries.items(), key=lambda kv: kv[1][2:])      # [(key, (dtype, shape, b, e))]
+        for key, (_, _, begin, end) in order:
             if end > data_len:
                 raise self._error(f"tensor '{key}': data_offsets [{begin}, {end}] lie outside the data "
                                   f"({data_len} bytes): truncated file", field=key, value=[begin, end])
+        for (prev, (_, _, _, prev_end)), (key, (_, _, begin, end)) in zip(order, order[1:]):
+            if begin < prev_end:
+                raise self._error(f"tensor '{key}': data_offsets [{begin}, {end}] overlap tensor '{prev}' "
+                                  f"(which ends at {prev_end})", field=key, value=[begin, end])
+        pos, prev = 0, None
+        for key, (_, _, begin, end) in order:
             if begin != pos:
                 where = f"after tensor '{prev}'" if prev else "at the start of the data"
-                what = "overlaps the previous tensor" if begin < pos else f"leaves a gap of {begin - pos} bytes"
-                raise self._error(f"tensor '{key}': data_offsets [{begin}, {end}] {what} ({where}, "
-                                  f"expected begin {pos})", field=key, value=[begin, end])
+                raise self._error(f"tensor '{key}': data_offsets [{begin}, {end}] leave a gap of {begin - pos} "
+                                  f"bytes ({where}, expected begin {pos})", field=key, value=[begin, end])
             pos, prev = end, key
         if pos != data_len:
-            what = "truncated file" if pos > data_len else f"{data_len - pos} bytes after the last tensor"
-            raise self._error(f"the tensors cover {pos} bytes but the data area holds {data_len}: {what}")
+            raise self._error(f"the tensors cover {pos} bytes but the data area holds {data_len}: "
+                              f"{data_len - pos} bytes after the last tensor")
 
     def keys(self) -> list[str]:
         return list(self.entries)

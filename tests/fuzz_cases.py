@@ -501,7 +501,7 @@ def config_cases(tmp: Path, rng: random.Random) -> list[Case]:
     for name, path, v, culprit in [
             ("one more thinker layer", th_text + ("num_hidden_layers",), 4, r"layers\.3\."),
             ("one more expert", th_text + ("num_experts",), 7, r"experts\.6|mlp\.gate"),
-            ("wider thinker", th_text + ("hidden_size",), 48, "thinker"),
+            ("wider experts", th_text + ("moe_intermediate_size",), 24, r"experts\.\d+\.(gate|up|down)_proj"),
             ("more kv heads", th_text + ("num_key_value_heads",), 2, r"[kv]_proj"),
             ("bigger vocab", th_text + ("vocab_size",), 300, r"embed_tokens|lm_head"),
             ("dense thinker", th_text + ("num_experts",), 0, r"mlp\."),
@@ -842,7 +842,7 @@ def cli_cases(tmp: Path) -> list[Case]:
         "CheckpointError", "existing.wav")
     add("--checkpoint is an empty dir", ["generate", "--checkpoint", str(d), "--prompt-ids", "5"], "ConfigError",
         "config.json")
-    add("--wav onto its own --audio", gen + ["--audio", audio, "--wav", audio], "InputError", "good.wav",
+    add("--wav onto its own --audio", gen + ["--audio", audio, "--wav", audio], "InputError", "input.wav.*inputs",
         files=[audio])
     add("--wav onto an existing file", gen + ["--wav", existing], "InputError", "existing.wav|--force",
         files=[existing])

@@ -56,7 +56,7 @@ def _two(a=(0, 8), b=(8, 16), dtype_b="F32") -> dict:
 
 
 @pytest.mark.parametrize("header, data, match", [
-    (_two(b=(4, 12)), bytes(16), r"'b'.*overlaps"),                                 # overlapping offsets
+    (_two(b=(4, 12)), bytes(16), r"'b'.*overlap tensor 'a'"),                       # overlapping offsets
     (_two(a=(4, 12), b=(12, 20)), bytes(20), r"'a'.*gap of 4 bytes.*start of the data"),  # header-data gap
     (_two(), bytes(24), r"8 bytes after the last tensor"),                          # a tail no tensor owns
     (_two(b=(8, 16), dtype_b="F64"), bytes(16), r"'b'.*8 bytes for shape \[2\] F64 \(expected 16\)"),

@@ -236,7 +236,12 @@ def preprocess_image(image, patch_size: int, merge_size: int, temporal_patch_siz
                      min_pixels: int = IMAGE_MIN_PIXELS, max_pixels: int = IMAGE_MAX_PIXELS) -> VisionInputs:
     """An image (path, PIL image or uint8 array) -> VisionInputs(pixel_values [h*w, D], grid_thw (1, h, w))."""
     rgb = load_image(image) if isinstance(image, (str, os.PathLike)) else to_rgb(image)     # [H, W, 3]
-    h, w = smart_resize(rgb.shape[0], rgb.shape[1], patch_size * merge_size, min_pixels, max_pixels)
+    try:
+        h, w = smart_resize(rgb.shape[0], rgb.shape[1], patch_size * merge_size, min_pixels, max_pixels)
+    except MediaError as e:
+        if isinstance(image, (str, os.PathLike)):                  # name the file the message is about
+            raise MediaError(f"{image}: {e}", file=image, field=e.field, value=e.value) from None
+        raise
     resized = resize_bicubic(rgb, h, w)                                                    # [H', W', 3]
     x = rescale_normalize_image(resized)                                                   # [H', W', 3]
     clip = np.broadcast_to(x[None], (temporal_patch_size,) + x.shape)   # a still image = tp identical frames

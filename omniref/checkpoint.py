@@ -2,7 +2,7 @@
 
 This is the one name table between `model.safetensors` and omniref's modules. Each component reads its
 weights through a prefix view (`weights.scope(PREFIXES["audio"])`) with the names below, exactly as in the
-public `Qwen/Qwen3-Omni-30B-A3B-Instruct` checkpoint (FORMAT.md §2). `expected_shapes(config)` lists every
+public `Qwen/Qwen3-Omni-30B-A3B-Instruct` checkpoint. `expected_shapes(config)` lists every
 key a full checkpoint has; `check_weights` compares a loaded checkpoint with it and names the tensor and both
 shapes on any mismatch, so a wrong config or a corrupt file fails at load time, not deep inside a matmul.
 
@@ -141,8 +141,7 @@ def _talker(cfg) -> dict:
 def _code2wav(cfg) -> dict:
     c = cfg.code2wav_config
     p, Hc, Dd = PREFIXES["code2wav"], c.hidden_size, c.decoder_dim
-    s = {p + "code_embedding.weight": (c.num_quantizers * c.codebook_size, Hc),
-         p + "pre_transformer.norm.weight": (Hc,)}
+    s = {p + "code_embedding.weight": (c.num_quantizers * c.codebook_size, Hc)}
     for i in range(c.num_hidden_layers):
         q = f"{p}pre_transformer.layers.{i}."
         s.update(_attention(q + "self_attn.", Hc, c.num_attention_heads, c.num_key_value_heads, c.head_dim, False))
@@ -150,6 +149,7 @@ def _code2wav(cfg) -> dict:
         for k in ("input_layernorm.weight", "post_attention_layernorm.weight", "self_attn_layer_scale.scale",
                   "mlp_layer_scale.scale"):
             s[q + k] = (Hc,)
+    s[p + "pre_transformer.norm.weight"] = (Hc,)            # after the layers, in data-flow order
     for u, r in enumerate(c.upsampling_ratios):
         q = f"{p}upsample.{u}."
         s.update({q + "0.conv.weight": (Hc, Hc, r), q + "0.conv.bias": (Hc,),

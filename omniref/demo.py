@@ -12,7 +12,6 @@ special token and every stage of the 30B model, running end to end in seconds on
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -47,18 +46,6 @@ def save_figure(wav: np.ndarray, sample_rate: int, path, title: str = "") -> Non
     plt.close(fig)
 
 
-def _nl_id(path: Path, given: int | None) -> int:
-    """The newline token id of a checkpoint: --nl-id, else meta.json token_ids.nl (golden cases)."""
-    if given is not None:
-        return given
-    meta = path / "meta.json"
-    if meta.is_file():
-        nl = json.loads(meta.read_text()).get("token_ids", {}).get("nl")
-        if nl is not None:
-            return int(nl)
-    raise ValueError(f"{path}: cannot tell the newline token id; pass --nl-id")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="omniref demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="omniref_demo_out", help="output folder (default: omniref_demo_out/)")
@@ -76,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import pipeline
     from .audio.wav import write_wav
     from .config import load_config
+    from .thinker.prompt import newline_token_id
     from .tiny import TINY_TOKEN_IDS, write_tiny_checkpoint
     from .weights import load_weights
 
@@ -84,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.checkpoint:
         ckpt = Path(args.checkpoint)
-        nl = _nl_id(ckpt, args.nl_id)
+        nl = args.nl_id if args.nl_id is not None else newline_token_id(ckpt)
+        if nl is None:
+            raise ValueError(f"{ckpt}: cannot tell the newline token id; pass --nl-id")
     else:
         ckpt = out / f"tiny_checkpoint_seed{args.seed}"
         if not (ckpt / "model.safetensors").is_file():

@@ -14,13 +14,12 @@ exact ids instead. A video is a .npy file of uint8 frames [T, H, W, 3] (already 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "build_prompt"]
+__all__ = ["main", "prompt_from_args"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -122,17 +121,11 @@ def _byte_ids(text: str, cfg) -> list[int]:
 
 
 def _newline_id(args, ckpt: Path, cfg, tokenizer) -> int:
-    if args.nl_id is not None:
-        return args.nl_id
-    if tokenizer is not None:
-        ids = tokenizer.encode("\n")
-        if len(ids) == 1:
-            return ids[0]
-    meta = ckpt / "meta.json"
-    if meta.is_file():
-        nl = (json.loads(meta.read_text()).get("token_ids") or {}).get("nl")
-        if nl is not None:
-            return int(nl)
+    """--nl-id, else the tokenizer's or meta.json's (thinker.prompt.newline_token_id), else the tiny model's."""
+    from omniref.thinker.prompt import newline_token_id
+    nl = args.nl_id if args.nl_id is not None else newline_token_id(ckpt, tokenizer)
+    if nl is not None:
+        return nl
     from omniref.tiny import TINY_TOKEN_IDS as T       # the bundled tiny checkpoint uses these ids
     if (cfg.im_start_token_id, cfg.user_token_id, cfg.assistant_token_id) == (T["im_start"], T["user"],
                                                                              T["assistant"]):
@@ -142,43 +135,25 @@ def _newline_id(args, ckpt: Path, cfg, tokenizer) -> int:
                      field="--nl-id")
 
 
-def build_prompt(args, cfg, tokenizer, nl_id: int):
-    """Media files + text -> ThinkerPrompt (features, patches, expanded ids)."""
-    from omniref.audio import mel, wav
-    from omniref.thinker.model import ThinkerPrompt
-    from omniref.thinker.prompt import Audio, Image, PromptIds, Video, chat_prompt
-    from omniref.vision.preprocess import load_video, preprocess_image, preprocess_video
-    vc = cfg.thinker_config.vision_config
+def prompt_from_args(args, cfg, tokenizer, nl_id: int):
+    """Media files + text of the command line -> ThinkerPrompt (thinker.prompt.build_prompt)."""
+    from omniref.thinker.prompt import PromptIds, build_prompt
+    from omniref.errors import MediaError
+    from omniref.vision.preprocess import load_video
     encode = tokenizer.encode if tokenizer is not None else (lambda s: _byte_ids(s, cfg))
-    items, clips = [], []
-    prompt = ThinkerPrompt(input_ids=np.zeros(0, np.int64))
-    for path in args.audio:
-        clips.append(wav.read_wav(path))                                    # [N] 16 kHz
-    if args.video_audio:
-        clips.append(wav.read_wav(args.video_audio))                        # the video's clip comes last
-    if clips:
-        prompt.input_features, prompt.feature_attention_mask = mel.extract_features(clips)   # [n, 128, F]
-        items += [Audio(int(n)) for n in prompt.feature_attention_mask.sum(1)[:len(args.audio)]]
-    grids, pixels = [], []
-    for path in args.image:
-        vi = preprocess_image(path, vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size)
-        pixels.append(vi.pixel_values); grids.append(vi.grid_thw[0]); items.append(Image(vi.grid_thw[0]))
-    if pixels:
-        prompt.pixel_values, prompt.image_grid_thw = np.concatenate(pixels), np.stack(grids)
-    if args.video:
-        frames = load_video(args.video)
-        vi = preprocess_video(frames, vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size, fps=args.video_fps)
-        prompt.video_pixel_values, prompt.video_grid_thw = vi.pixel_values, vi.grid_thw
-        prompt.video_second_per_grid = np.array([vi.second_per_grid], np.float32)
-        own = int(prompt.feature_attention_mask[-1].sum()) if args.video_audio else None
-        prompt.use_audio_in_video = own is not None
-        items.append(Video(vi.grid_thw[0], vi.second_per_grid, audio_frames=own))
     text = parse_ids(args.prompt_ids, "--prompt-ids") if args.prompt_ids is not None else (
         encode(args.prompt) if args.prompt else [])
     check_prompt_ids(text, cfg, "--prompt-ids")
-    system = encode(args.system) if args.system else None
-    prompt.input_ids = chat_prompt(PromptIds.from_config(cfg, nl_id), items + [text], system=system)
-    return prompt
+    video = load_video(args.video) if args.video else None
+    try:
+        return build_prompt(PromptIds.from_config(cfg, nl_id), cfg.thinker_config.vision_config, audio=args.audio,
+                            images=args.image, video=video, video_fps=args.video_fps,
+                            video_audio=args.video_audio or None, text=text,
+                            system=encode(args.system) if args.system else None)
+    except MediaError as e:                 # audio and image errors name their files; the frames have none
+        if e.file is None and args.video:
+            raise MediaError(f"{args.video}: {e}", file=args.video, field=e.field, value=e.value) from None
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_tokenizer(ckpt)
     nl_id = _newline_id(args, ckpt, cfg, tokenizer)
     check_prompt_ids([nl_id], cfg, "--nl-id")
-    prompt = build_prompt(args, cfg, tokenizer, nl_id)
+    prompt = prompt_from_args(args, cfg, tokenizer, nl_id)
     limit = cfg.thinker_config.text_config.max_position_embeddings
     if prompt.input_ids.shape[0] + args.max_new_tokens > limit:
         raise InputError(f"the prompt ({prompt.input_ids.shape[0]} tokens) plus --max-new-tokens "

@@ -1,9 +1,8 @@
 """The whole chain in one screen: speech + photo + text in, text + 24 kHz speech out.
 
-    waveform ─mel.extract_features─> log-mel [1, 128, F] ─┐
-    photo ─preprocess_image─> patches [P, 3·2·p·p] ────────┤  (the thinker encodes both itself)
-    chat_prompt (placeholders expanded) ─> ids [L] ────────┴─> Thinker.generate ─> text ids [N]
-                                                    + thinker states (embeddings, accept_hidden_layer)
+    waveform, photo, text ids ─build_prompt─> log-mel [1, 128, F], patches [P, 3·2·p·p], prompt ids [L]
+       ─> encode_media (audio and vision encoders) ─> audio rows [Na, H], image rows [Ni, H] (+ DeepStack)
+       ─> Thinker.generate ─> text ids [N] + thinker states (embeddings, accept_hidden_layer)
        ─> build_talker_inputs ─> Talker.generate (codebook 0 per step; code predictor: 1..G-1) ─> codes [G, T]
        ─> Code2Wav.chunked_decode(codes, 300, 25) ─> wav [S] at 24 kHz
 
@@ -19,7 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .codec.code2wav import Code2Wav
 from .talker import Talker, TalkerOutput
+from .thinker.model import Thinker, encode_media
+from .thinker.prompt import PromptIds, build_prompt
 from .thinker.sampling import SamplingConfig
 
 __all__ = ["SAMPLE_RATE", "SpeechResult", "PipelineResult", "speak", "run"]
@@ -65,7 +67,6 @@ def speak(weights, config, prompt, thinker_result, *, speaker: str | int = "etha
 
     sampling: talker SamplingConfig (default greedy with the reference's repetition penalty 1.05).
     """
-    from .codec.code2wav import Code2Wav
     if thinker_result.recorded is None:
         raise ValueError("the thinker result has no recorded hidden states: run Thinker.generate with "
                          f"record_layer=talker_config.accept_hidden_layer "
@@ -81,12 +82,9 @@ def speak(weights, config, prompt, thinker_result, *, speaker: str | int = "etha
     _report(log, "talker inputs", timings, inputs_embeds=inputs.inputs_embeds,
             trailing_text=inputs.trailing_text_hidden, position_ids=inputs.position_ids)
     with _stage("talker + code pred.", timings, log):
-        bar = _bar(max_new_tokens, log)
         out = talker.generate(inputs, max_new_tokens=max_new_tokens,
                               sampling=sampling if sampling is not None else SamplingConfig(repetition_penalty=1.05),
-                              progress=(lambda s: bar.update(1)) if bar is not None else None)
-        if bar is not None:
-            bar.close()
+                              progress=bool(log))
     _report(log, "talker + code pred.", timings, sequences=out.sequences, codes=out.codes,
             ended_with_eos=str(out.ended_with_eos))
     if out.codes.shape[1] == 0:
@@ -98,72 +96,32 @@ def speak(weights, config, prompt, thinker_result, *, speaker: str | int = "etha
     return SpeechResult(codes=out.codes, wav=np.asarray(wav, np.float32), talker=out)
 
 
-def _bar(total: int, log):
-    """A tqdm progress bar over talker steps when logging (None without tqdm or logging)."""
-    if not log:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="  talker steps", unit="step", leave=False)
-
-
 def run(weights, config, *, nl_token_id: int, audio=None, image=None, text_ids=(), system_ids=None,
         thinker_max_new_tokens: int = 16, talker_max_new_tokens: int = 64, speaker: str | int = "ethan",
         thinker_sampling: SamplingConfig | None = None, talker_sampling: SamplingConfig | None = None,
         with_speech: bool = True, log=None) -> PipelineResult:
-    """One user turn through the whole model.
+    """One user turn through the whole model (Qwen3OmniMoeForConditionalGeneration.generate, batch of 1).
 
     audio: a WAV path or a 16 kHz mono float waveform [N]; image: a path, PIL image or uint8 [H, W, 3];
     text_ids: the user's text as token ids (after the media); system_ids: an optional system turn.
     """
-    from .audio import mel, wav as wavio
-    from .audio.encoder import encode_audio
-    from .thinker.model import Media, Thinker, ThinkerPrompt
-    from .vision.encoder import encode_vision
-    from .thinker.prompt import Audio, Image, PromptIds, chat_prompt
-    from .vision.preprocess import preprocess_image
     th, timings = config.thinker_config, {}
-    items, prompt = [], ThinkerPrompt(input_ids=np.zeros(0, np.int64))
-    if audio is not None:
-        with _stage("mel features", timings, log):
-            x = wavio.read_wav(audio) if isinstance(audio, (str, bytes)) or hasattr(audio, "__fspath__") \
-                else np.asarray(audio, np.float32)                                   # [N] at 16 kHz
-            feats, mask = mel.extract_features([x])                                  # [1, 128, F], [1, F]
-        prompt.input_features, prompt.feature_attention_mask = feats, mask
-        items.append(Audio(frames=int(mask.sum())))
-        _report(log, "mel features", timings, waveform=x, input_features=feats)
-    if image is not None:
-        vc = th.vision_config
-        with _stage("image patches", timings, log):
-            vi = preprocess_image(image, vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size)
-        prompt.pixel_values, prompt.image_grid_thw = vi.pixel_values, vi.grid_thw
-        items.append(Image(grid_thw=vi.grid_thw[0]))
-        _report(log, "image patches", timings, resized=vi.resized, pixel_values=vi.pixel_values,
-                grid_thw=vi.grid_thw)
-    items.append([int(t) for t in text_ids])
-    prompt.input_ids = chat_prompt(PromptIds.from_config(config, nl_token_id), items,
-                                   system=[list(system_ids)] if system_ids is not None else None)   # [L]
-
-    media = Media()                     # the encoders, run here only to time and show them one by one
-    if audio is not None:
-        with _stage("audio encoder", timings, log):
-            media.audio = encode_audio(weights.scope("thinker.audio_tower."), th.audio_config,
-                                       prompt.input_features, prompt.feature_attention_mask)  # [Na, H]
-        _report(log, "audio encoder", timings, audio_tokens=media.audio)
-    if image is not None:
-        with _stage("vision encoder", timings, log):
-            media.image, media.image_deepstack = encode_vision(
-                weights.scope("thinker.visual."), th.vision_config, prompt.pixel_values, prompt.image_grid_thw)
-        _report(log, "vision encoder", timings, image_tokens=media.image,
-                deepstack=np.stack(media.image_deepstack) if media.image_deepstack else ())
+    with _stage("mel features, patches", timings, log):
+        prompt = build_prompt(PromptIds.from_config(config, nl_token_id), th.vision_config,
+                              audio=[audio] if audio is not None else [], images=[image] if image is not None else [],
+                              text=text_ids, system=system_ids)                 # input_ids [L]
+    _report(log, "mel features, patches", timings, input_features=prompt.input_features,     # [1, 128, F]
+            pixel_values=prompt.pixel_values, grid_thw=prompt.image_grid_thw, input_ids=prompt.input_ids)
+    with _stage("audio+vision encoders", timings, log):
+        media = encode_media(weights, th, prompt)                                # [Na, H], [Ni, H]
+    _report(log, "audio+vision encoders", timings, audio_tokens=media.audio, image_tokens=media.image,
+            deepstack=np.stack(media.image_deepstack) if media.image_deepstack else ())
     with _stage("thinker generate", timings, log):
         res = Thinker(weights, config).generate(
             prompt, thinker_max_new_tokens, thinker_sampling, media=media,
             record_layer=config.talker_config.accept_hidden_layer if with_speech else None)
     _report(log, "thinker generate", timings, input_ids=prompt.input_ids, generated_ids=res.generated_ids,
-            thinker_embed=res.embeds)
+            thinker_embed=res.embeds)                                            # [N], [L + N - 1, H]
     speech = None
     if with_speech:
         speech = speak(weights, config, prompt, res, speaker=speaker, max_new_tokens=talker_max_new_tokens,

@@ -3,8 +3,9 @@
 The demo and the tests need a whole model (audio encoder, vision encoder, MoE thinker, MoE talker with its
 code predictor, Code2Wav) that runs in seconds on two cores and needs no download. This module builds one:
 `tiny_config()` is a config dict shaped like a `save_pretrained` config.json, `tiny_weights(config)` draws
-every tensor FORMAT.md section 2 lists, and `write_tiny_checkpoint(dir)` saves both with the project's own
-safetensors writer, so the rest of the code loads it exactly like a real checkpoint.
+every tensor of the checkpoint name table (`checkpoint.expected_shapes`), and `write_tiny_checkpoint(dir)`
+saves both with the project's own safetensors writer, so the rest of the code loads it exactly like a real
+checkpoint.
 
 Random weights mean the model says nothing meaningful and its "speech" is noise. The point is the traced
 computation: every shape, every special token and every stage runs as in the 30B model, only narrower.
@@ -25,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TINY_TOKEN_IDS", "tiny_config", "tiny_weight_shapes", "tiny_weights", "write_tiny_checkpoint",
-           "load_tiny"]
+from .checkpoint import expected_shapes
+from .config import load_config
+
+__all__ = ["TINY_TOKEN_IDS", "tiny_config", "tiny_weights", "write_tiny_checkpoint", "load_tiny"]
 
 # Token ids of the tiny vocabulary (256 ids): the chat/media specials first, then "text" ids 17.. .
 TINY_TOKEN_IDS = {"unk": 0, "im_start": 1, "im_end": 2, "system": 3, "user": 4, "assistant": 5, "nl": 6,
@@ -89,134 +92,6 @@ def tiny_config() -> dict:
     }
 
 
-def _decoder_layer(p: str, H: int, nh: int, nkv: int, hd: int, out: dict) -> None:
-    """Attention (with q/k norms) + the two RMSNorms of one Qwen3 layer."""
-    out.update({p + "input_layernorm.weight": (H,), p + "post_attention_layernorm.weight": (H,),
-                p + "self_attn.q_proj.weight": (nh * hd, H), p + "self_attn.k_proj.weight": (nkv * hd, H),
-                p + "self_attn.v_proj.weight": (nkv * hd, H), p + "self_attn.o_proj.weight": (H, nh * hd),
-                p + "self_attn.q_norm.weight": (hd,), p + "self_attn.k_norm.weight": (hd,)})
-
-
-def _swiglu(p: str, H: int, inter: int, out: dict) -> None:
-    out.update({p + "gate_proj.weight": (inter, H), p + "up_proj.weight": (inter, H),
-                p + "down_proj.weight": (H, inter)})
-
-
-def tiny_weight_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    """Every checkpoint key of a config (FORMAT.md section 2) -> its shape."""
-    s: dict[str, tuple[int, ...]] = {}
-    th = config["thinker_config"]
-    a, v, tx = th["audio_config"], th["vision_config"], th["text_config"]
-    # audio encoder
-    p, d, ds = "thinker.audio_tower.", a["d_model"], a["downsample_hidden_size"]
-    s.update({p + "conv2d1.weight": (ds, 1, 3, 3), p + "conv2d1.bias": (ds,)})
-    for c in ("conv2d2", "conv2d3"):
-        s.update({p + c + ".weight": (ds, ds, 3, 3), p + c + ".bias": (ds,)})
-    s[p + "conv_out.weight"] = (d, ds * (a["num_mel_bins"] // 8))
-    for i in range(a["encoder_layers"]):
-        q = f"{p}layers.{i}."
-        for n in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            s.update({q + f"self_attn.{n}.weight": (d, d), q + f"self_attn.{n}.bias": (d,)})
-        for n in ("self_attn_layer_norm", "final_layer_norm"):
-            s.update({q + n + ".weight": (d,), q + n + ".bias": (d,)})
-        s.update({q + "fc1.weight": (a["encoder_ffn_dim"], d), q + "fc1.bias": (a["encoder_ffn_dim"],),
-                  q + "fc2.weight": (d, a["encoder_ffn_dim"]), q + "fc2.bias": (d,)})
-    s.update({p + "ln_post.weight": (d,), p + "ln_post.bias": (d,), p + "proj1.weight": (d, d),
-              p + "proj1.bias": (d,), p + "proj2.weight": (a["output_dim"], d), p + "proj2.bias": (a["output_dim"],)})
-    # vision encoder
-    p, hv, ps, m = "thinker.visual.", v["hidden_size"], v["patch_size"], v["spatial_merge_size"]
-    s.update({p + "patch_embed.proj.weight": (hv, 3, v["temporal_patch_size"], ps, ps),
-              p + "patch_embed.proj.bias": (hv,), p + "pos_embed.weight": (v["num_position_embeddings"], hv)})
-    for i in range(v["depth"]):
-        q = f"{p}blocks.{i}."
-        s.update({q + "norm1.weight": (hv,), q + "norm1.bias": (hv,), q + "norm2.weight": (hv,),
-                  q + "norm2.bias": (hv,), q + "attn.qkv.weight": (3 * hv, hv), q + "attn.qkv.bias": (3 * hv,),
-                  q + "attn.proj.weight": (hv, hv), q + "attn.proj.bias": (hv,),
-                  q + "mlp.linear_fc1.weight": (v["intermediate_size"], hv),
-                  q + "mlp.linear_fc1.bias": (v["intermediate_size"],),
-                  q + "mlp.linear_fc2.weight": (hv, v["intermediate_size"]), q + "mlp.linear_fc2.bias": (hv,)})
-    mm = m * m * hv
-    for q, ln in [(p + "merger.", hv)] + [(f"{p}merger_list.{k}.", mm)
-                                           for k in range(len(v["deepstack_visual_indexes"]))]:
-        s.update({q + "ln_q.weight": (ln,), q + "ln_q.bias": (ln,), q + "mlp.0.weight": (mm, mm),
-                  q + "mlp.0.bias": (mm,), q + "mlp.2.weight": (v["out_hidden_size"], mm),
-                  q + "mlp.2.bias": (v["out_hidden_size"],)})
-    # thinker text decoder
-    H, hd = tx["hidden_size"], tx["head_dim"]
-    s.update({"thinker.model.embed_tokens.weight": (tx["vocab_size"], H), "thinker.model.norm.weight": (H,),
-              "thinker.lm_head.weight": (tx["vocab_size"], H)})
-    for i in range(tx["num_hidden_layers"]):
-        q = f"thinker.model.layers.{i}."
-        _decoder_layer(q, H, tx["num_attention_heads"], tx["num_key_value_heads"], hd, s)
-        s[q + "mlp.gate.weight"] = (tx["num_experts"], H)
-        for e in range(tx["num_experts"]):
-            _swiglu(f"{q}mlp.experts.{e}.", H, tx["moe_intermediate_size"], s)
-    # talker
-    tk = config["talker_config"]
-    tt, cp = tk["text_config"], tk["code_predictor_config"]
-    Dt, Th, Ti = tt["hidden_size"], tk["thinker_hidden_size"], tt["intermediate_size"]
-    for q in ("talker.text_projection.", "talker.hidden_projection."):
-        s.update({q + "linear_fc1.weight": (Ti, Th), q + "linear_fc1.bias": (Ti,),
-                  q + "linear_fc2.weight": (Dt, Ti), q + "linear_fc2.bias": (Dt,)})
-    s.update({"talker.model.codec_embedding.weight": (tt["vocab_size"], Dt),
-              "talker.codec_head.weight": (tt["vocab_size"], Dt), "talker.model.norm.weight": (Dt,)})
-    for i in range(tt["num_hidden_layers"]):
-        q = f"talker.model.layers.{i}."
-        _decoder_layer(q, Dt, tt["num_attention_heads"], tt["num_key_value_heads"], tt["head_dim"], s)
-        s[q + "mlp.gate.weight"] = (tt["num_local_experts"], Dt)
-        for e in range(tt["num_local_experts"]):
-            _swiglu(f"{q}mlp.experts.{e}.", Dt, tt["moe_intermediate_size"], s)
-        _swiglu(q + "mlp.shared_expert.", Dt, tt["shared_expert_intermediate_size"], s)
-        s[q + "mlp.shared_expert_gate.weight"] = (1, Dt)
-    C, G = cp["vocab_size"], cp["num_code_groups"]
-    for j in range(G - 1):
-        s.update({f"talker.code_predictor.model.codec_embedding.{j}.weight": (C, Dt),
-                  f"talker.code_predictor.lm_head.{j}.weight": (C, Dt)})
-    for i in range(cp["num_hidden_layers"]):
-        q = f"talker.code_predictor.model.layers.{i}."
-        _decoder_layer(q, cp["hidden_size"], cp["num_attention_heads"], cp["num_key_value_heads"], cp["head_dim"], s)
-        _swiglu(q + "mlp.", cp["hidden_size"], cp["intermediate_size"], s)
-    s["talker.code_predictor.model.norm.weight"] = (cp["hidden_size"],)
-    # code2wav
-    c = config["code2wav_config"]
-    Hc, Dd = c["hidden_size"], c["decoder_dim"]
-    hdc = Hc // c["num_attention_heads"]
-    s["code2wav.code_embedding.weight"] = (c["num_quantizers"] * c["codebook_size"], Hc)
-    for i in range(c["num_hidden_layers"]):
-        q = f"code2wav.pre_transformer.layers.{i}."
-        s.update({q + "self_attn.q_proj.weight": (c["num_attention_heads"] * hdc, Hc),
-                  q + "self_attn.k_proj.weight": (c["num_key_value_heads"] * hdc, Hc),
-                  q + "self_attn.v_proj.weight": (c["num_key_value_heads"] * hdc, Hc),
-                  q + "self_attn.o_proj.weight": (Hc, c["num_attention_heads"] * hdc),
-                  q + "input_layernorm.weight": (Hc,), q + "post_attention_layernorm.weight": (Hc,),
-                  q + "self_attn_layer_scale.scale": (Hc,), q + "mlp_layer_scale.scale": (Hc,)})
-        _swiglu(q + "mlp.", Hc, c["intermediate_size"], s)
-    s["code2wav.pre_transformer.norm.weight"] = (Hc,)
-    for u, r in enumerate(c["upsampling_ratios"]):
-        q = f"code2wav.upsample.{u}."
-        s.update({q + "0.conv.weight": (Hc, Hc, r), q + "0.conv.bias": (Hc,),
-                  q + "1.dwconv.conv.weight": (Hc, 1, 7), q + "1.dwconv.conv.bias": (Hc,),
-                  q + "1.norm.weight": (Hc,), q + "1.norm.bias": (Hc,), q + "1.pwconv1.weight": (4 * Hc, Hc),
-                  q + "1.pwconv1.bias": (4 * Hc,), q + "1.pwconv2.weight": (Hc, 4 * Hc),
-                  q + "1.pwconv2.bias": (Hc,), q + "1.gamma": (Hc,)})
-    s.update({"code2wav.decoder.0.conv.weight": (Dd, Hc, 7), "code2wav.decoder.0.conv.bias": (Dd,)})
-    rates = c["upsample_rates"]
-    for b, r in enumerate(rates):
-        din, dout, q = Dd // 2 ** b, Dd // 2 ** (b + 1), f"code2wav.decoder.{b + 1}.block."
-        s.update({q + "0.alpha": (din,), q + "0.beta": (din,), q + "1.conv.weight": (din, dout, 2 * r),
-                  q + "1.conv.bias": (dout,)})
-        for j in (2, 3, 4):
-            s.update({f"{q}{j}.act1.alpha": (dout,), f"{q}{j}.act1.beta": (dout,),
-                      f"{q}{j}.conv1.conv.weight": (dout, dout, 7), f"{q}{j}.conv1.conv.bias": (dout,),
-                      f"{q}{j}.act2.alpha": (dout,), f"{q}{j}.act2.beta": (dout,),
-                      f"{q}{j}.conv2.conv.weight": (dout, dout, 1), f"{q}{j}.conv2.conv.bias": (dout,)})
-    dl = Dd // 2 ** len(rates)
-    nb = len(rates)
-    s.update({f"code2wav.decoder.{nb + 1}.alpha": (dl,), f"code2wav.decoder.{nb + 1}.beta": (dl,),
-              f"code2wav.decoder.{nb + 2}.conv.weight": (1, dl, 7), f"code2wav.decoder.{nb + 2}.conv.bias": (1,)})
-    return s
-
-
 def _draw(key: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
     """One tensor, from its own generator seeded by (seed, crc32(key)); the scale follows the key's role."""
     rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
@@ -252,7 +127,8 @@ def _draw(key: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
 def tiny_weights(config: dict | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """{checkpoint key: float32 array} for every tensor of `config` (default `tiny_config()`)."""
     config = tiny_config() if config is None else config
-    w = {k: _draw(k, shape, seed) for k, shape in tiny_weight_shapes(config).items()}
+    shapes = expected_shapes(load_config(config))             # checkpoint's name table: {key: shape}
+    w = {k: _draw(k, shape, seed) for k, shape in shapes.items()}
     # a smaller codec-eos row makes "stop talking" unlikely early, so the demo speaks for a few seconds
     # instead of stopping after a frame or two (the golden generator has the same knob, `codec_eos_scale`)
     w["talker.codec_head.weight"][config["talker_config"]["codec_eos_token_id"]] *= 0.25
@@ -268,7 +144,8 @@ def write_tiny_checkpoint(out_dir, seed: int = 0, *, dtype: str | None = None) -
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = tiny_config()
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    declared = {"BF16": "bfloat16"}.get(dtype, config["dtype"])     # config.json names the stored dtype
+    (out / "config.json").write_text(json.dumps({**config, "dtype": declared}, indent=2))
     save_safetensors(out / "model.safetensors", tiny_weights(config, seed), dtype=dtype,
                      metadata={"format": "pt", "omniref": f"tiny random weights, seed {seed}"})
     return out
@@ -277,7 +154,6 @@ def write_tiny_checkpoint(out_dir, seed: int = 0, *, dtype: str | None = None) -
 def load_tiny(cache_dir=None, seed: int = 0):
     """(OmniConfig, Weights) of the tiny model, writing it to `cache_dir` (default a temp dir) if needed."""
     import tempfile
-    from .config import load_config
     from .weights import load_weights
     base = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "omniref_tiny"
     path = base / f"seed{seed}"

@@ -17,7 +17,7 @@ def test_demo_writes_wav_and_figure(tmp_path, capsys):
     assert demo.main(["--out", str(out), "--thinker-max-new-tokens", "4", "--talker-max-new-tokens", "12"]) == 0
     text = capsys.readouterr().out
     assert "RANDOM weights" in text and "noise" in text
-    for stage in ("mel features", "audio encoder", "vision encoder", "thinker generate", "talker inputs",
+    for stage in ("mel features, patches", "audio+vision encoders", "thinker generate", "talker inputs",
                   "talker + code pred.", "code2wav"):
         assert stage in text, stage
     rate, pcm = wavfile.read(out / "speech.wav")

@@ -14,7 +14,8 @@ from omniref.golden import Case
 from omniref.talker import CodePredictor, Talker, build_talker_inputs
 from omniref.talker.inputs import ASSISTANT_PREFIX_ROWS, resize_mlp, talker_position_ids, tts_special_embeds
 from omniref.talker.model import golden_stage, reference_sampling, suppressed_ids
-from omniref.tiny import TINY_TOKEN_IDS, tiny_config, tiny_weight_shapes, tiny_weights, write_tiny_checkpoint
+from omniref.checkpoint import check_weights, expected_shapes
+from omniref.tiny import TINY_TOKEN_IDS, tiny_config, tiny_weights, write_tiny_checkpoint
 from omniref.weights import load_weights
 
 EXACT = ("talker.input_ids", "talker.attention_mask", "talker.sequences", "talker.codes",
@@ -85,11 +86,13 @@ def test_tiny_checkpoint_is_deterministic_and_complete(tmp_path):
     assert not np.array_equal(a["talker.codec_head.weight"], c["talker.codec_head.weight"])
     path = write_tiny_checkpoint(tmp_path / "bf16", seed=5, dtype="BF16")
     w = load_weights(path)
-    assert set(w) == set(tiny_weight_shapes(cfg))
+    shapes = expected_shapes(load_config(cfg))                 # the checkpoint name table (470 keys)
+    assert set(w) == set(shapes) and len(shapes) == 470
+    assert check_weights(w, load_config(path)) == ["audio", "code2wav", "talker", "thinker", "vision"]
     assert w.dtype("talker.codec_head.weight") == "BF16"
     # bf16 storage rounds each weight to 8 significant bits
     assert _rel(w["talker.codec_head.weight"], a["talker.codec_head.weight"]) < 1e-2
-    assert all(tuple(w.shape(k)) == tuple(s) for k, s in tiny_weight_shapes(cfg).items())
+    assert all(tuple(w.shape(k)) == tuple(s) for k, s in shapes.items())
     # the tts rows are read from the bf16 table without widening it whole, and equal the widened rows
     ocfg = load_config(path)
     ids = [ocfg.tts_bos_token_id, ocfg.tts_eos_token_id, ocfg.tts_pad_token_id]

@@ -1,4 +1,4 @@
-"""The talker: thinker states -> codec frames (FORMAT.md 6.6-6.7).
+"""The talker: thinker states -> codec frames (HF `Qwen3OmniMoeTalkerForConditionalGeneration`).
 
     inputs.py          thinker embeddings / hidden states -> talker prefill input, trailing text, positions
     model.py           talker MoE decoder + codec head + the generation loop; `golden_stage`

@@ -1,4 +1,5 @@
-"""Talker state + codebook 0 -> codebooks 1..G-1 of one frame: the code predictor (FORMAT.md 6.7 step 3).
+"""Talker state + codebook 0 -> codebooks 1..G-1 of one frame: the code predictor (HF
+`Qwen3OmniMoeTalkerCodePredictorModelForConditionalGeneration`).
 
 The codec quantises each 80 ms frame with G residual codebooks. The talker predicts only codebook 0 (the
 coarsest); a small *dense* Qwen3 decoder then fills in the finer residual codebooks one after another, each
@@ -63,9 +64,9 @@ class CodePredictor:
         This sum (plus the talker's own embedding of codebook 0) is the talker's next input: the talker
         "hears" the whole frame it just produced.
         """
-        out = np.zeros(self.embeddings[0].shape[1], np.float32)
+        out = np.zeros(self.embeddings[0].shape[1], np.float32)                 # [Dt]
         for j, g in enumerate(tokens):
-            out += self.embeddings[j][int(g)]
+            out += self.embeddings[j][int(g)]                                   # + [Dt] row of table j
         return out
 
     def predict_frame(self, talker_hidden: np.ndarray, code0_embed: np.ndarray,
@@ -78,12 +79,12 @@ class CodePredictor:
         cache = KVCache()                                                       # fresh for every frame
         x = np.stack([talker_hidden, code0_embed]).astype(np.float32)          # [2, Dt]
         h = self.decoder.forward(x, self.cos[:2], self.sin[:2], cache)          # [2, Dt]
-        tokens = np.zeros(self.G - 1, np.int64)
-        logits = np.zeros((self.G - 1, self.heads[0].shape[0]), np.float32)
+        tokens = np.zeros(self.G - 1, np.int64)                                 # [G-1]
+        logits = np.zeros((self.G - 1, self.heads[0].shape[0]), np.float32)     # [G-1, C]
         for j in range(self.G - 1):                                             # step j predicts codebook j+1
             logits[j] = nn.linear(h[-1], self.heads[j])                         # [C]
             tokens[j] = choose(logits[j])
             if j < self.G - 2:                                                  # feed it back at position j+2
                 e = self.embeddings[j][tokens[j]][None]                         # [1, Dt]
-                h = self.decoder.forward(e, self.cos[j + 2:j + 3], self.sin[j + 2:j + 3], cache)
+                h = self.decoder.forward(e, self.cos[j + 2:j + 3], self.sin[j + 2:j + 3], cache)   # [1, Dt]
         return FrameCodes(tokens=tokens, logits=logits, inputs_embeds=x)

@@ -1,4 +1,5 @@
-"""Thinker states -> the talker's prefill input (FORMAT.md 6.6).
+"""Thinker states -> the talker's prefill input (HF `Qwen3OmniMoeForConditionalGeneration.generate`:
+`_get_talker_user_parts`, `_get_talker_assistant_parts`).
 
 The talker never sees token ids of the conversation; it sees *vectors* built from what the thinker computed:
 
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import nn
-from ..weights import bf16_to_f32
+from ..weights import take_rows
 
 __all__ = ["TalkerInputs", "resize_mlp", "user_positions", "tts_special_embeds", "build_talker_inputs",
            "talker_position_ids", "ASSISTANT_PREFIX_ROWS"]
@@ -68,18 +69,18 @@ def tts_special_embeds(weights, cfg) -> np.ndarray:
         if not 0 <= i < V:
             raise ValueError(f"tts token id {i} outside the thinker vocabulary [0, {V})")
     # read only the 3 rows: a real 152064-row table would be ~1.2 GB once widened to float32
-    raw = weights.raw(key)[ids]                                                # [3, Th] on-disk dtype
-    rows = bf16_to_f32(raw) if raw.dtype == np.uint16 else raw.astype(np.float32)
+    rows = take_rows(weights.raw(key), ids)                                    # [3, Th]
     return resize_mlp(weights.scope("talker.text_projection."), rows)         # [3, Dt]
 
 
 def talker_position_ids(cfg, input_ids: np.ndarray, *, image_grid_thw=None, video_grid_thw=None,
                         video_second_per_grid=None, audio_feature_lengths=None) -> np.ndarray:
-    """The thinker's multimodal rope index (FORMAT.md 6.3) over the talker ids -> [3, Lt] float32.
+    """The thinker's multimodal rope index (positions.rope_index) over the talker ids -> [3, Lt] float32.
 
     Same walk as the thinker's, but with the *talker* config's token ids, `position_id_per_seconds` and
     `spatial_merge_size`, and always with use_audio_in_video off: the reference does not forward that flag to
-    the talker, so a video that carries its own audio is read as text plus one audio block (FORMAT.md 9.1).
+    the talker, so a video that carries its own audio is read as text plus one audio block
+    (HF `Qwen3OmniMoeTalkerForConditionalGeneration.get_rope_index`).
     """
     from ..thinker import positions
     pos, _ = positions.rope_index(
@@ -119,8 +120,8 @@ def build_talker_inputs(weights, cfg, input_ids, generated_ids, thinker_embed, t
     gen = np.asarray(generated_ids, dtype=np.int64).reshape(-1)              # [N]
     emb = np.asarray(thinker_embed, dtype=np.float32)
     hid = np.asarray(thinker_hidden, dtype=np.float32)
-    emb = emb.reshape(emb.shape[-2], emb.shape[-1]) if emb.ndim == 3 else emb  # accept [1, L+N-1, Th]
-    hid = hid.reshape(hid.shape[-2], hid.shape[-1]) if hid.ndim == 3 else hid
+    emb = emb.reshape(emb.shape[-2], emb.shape[-1]) if emb.ndim == 3 else emb  # [1, L+N-1, Th] -> [L+N-1, Th]
+    hid = hid.reshape(hid.shape[-2], hid.shape[-1]) if hid.ndim == 3 else hid  # [1, L+N-1, Th] -> [L+N-1, Th]
     L, N = ids.shape[0], gen.shape[0]
     if N < 2:
         raise ValueError(f"the talker needs at least 2 generated thinker tokens (the first text token sits in "
@@ -141,12 +142,12 @@ def build_talker_inputs(weights, cfg, input_ids, generated_ids, thinker_embed, t
     # 1. user part: media rows from the accept_hidden_layer state, text rows from the embeddings
     th = cfg.thinker_config
     user = user_positions(ids, cfg)                                         # [n_user]
-    media = np.isin(ids[user], [th.audio_token_id, th.image_token_id, th.video_token_id])
+    media = np.isin(ids[user], [th.audio_token_id, th.image_token_id, th.video_token_id])   # [n_user] bool
     user_rows = np.empty((user.shape[0], codec_table.shape[1]), np.float32)  # [n_user, Dt]
     if media.any():
-        user_rows[media] = resize_mlp(weights.scope("talker.hidden_projection."), hid[user[media]])
+        user_rows[media] = resize_mlp(weights.scope("talker.hidden_projection."), hid[user[media]])  # [n_media, Dt]
     if (~media).any():
-        user_rows[~media] = resize_mlp(text_proj, emb[user[~media]])
+        user_rows[~media] = resize_mlp(text_proj, emb[user[~media]])        # [n_text, Dt]
 
     # 2. the 9-row assistant prefix (table in the module docstring)
     starts = np.flatnonzero((ids[:-1] == cfg.im_start_token_id) & (ids[1:] == cfg.assistant_token_id))
@@ -164,7 +165,7 @@ def build_talker_inputs(weights, cfg, input_ids, generated_ids, thinker_embed, t
     codec_half = np.concatenate([np.zeros((3, codec_table.shape[1]), np.float32), codec_table[codec_ids]])
     prefix = text_half + codec_half                                          # [9, Dt]
 
-    # 3. trailing text: entry j holds generated token j+1; after the text, tts_eos (FORMAT.md 6.6 step 4)
+    # 3. trailing text: entry j holds generated token j+1; after the text, tts_eos
     trailing = np.concatenate([A[4:], eos[None]])                            # [N-1, Dt]
     eos_ids = cfg.im_end_token_id if thinker_eos_token_id is None else thinker_eos_token_id
     hits = np.flatnonzero(np.isin(gen, np.asarray(eos_ids, np.int64).reshape(-1)))   # one id or a list

@@ -1,5 +1,5 @@
 """Talker prefill input -> codec frames: the talker MoE decoder, its codec head and the generation loop
-(FORMAT.md 6.7).
+(HF `Qwen3OmniMoeTalkerForConditionalGeneration`, driven by `Qwen3OmniMoeForConditionalGeneration.generate`).
 
 Each talker step emits codebook 0 of one 80 ms frame; the code predictor completes the frame; the whole frame
 (all G embeddings summed) plus one row of trailing text is the next talker input:
@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import nn
 from ..decoder import Decoder, KVCache, rope_cos_sin
-from ..thinker.sampling import SamplingConfig, next_token
+from ..thinker.sampling import SamplingConfig, next_token, progress_bar
 from .code_predictor import CodePredictor
 from .inputs import TalkerInputs, build_talker_inputs
 
@@ -34,7 +34,8 @@ __all__ = ["Talker", "TalkerOutput", "golden_stage", "suppressed_ids", "referenc
 
 
 def suppressed_ids(vocab_size: int, eos_id: int) -> np.ndarray:
-    """Codec ids the talker may never emit: the special range [Vt-1024, Vt) except codec eos (FORMAT.md 6.5).
+    """Codec ids the talker may never emit: the special range [Vt-1024, Vt) except codec eos (the
+    `suppress_tokens` HF `Qwen3OmniMoeForConditionalGeneration.generate` gives the talker).
 
     (pad, bos, think markers and speaker ids are *inputs*; the only special the talker may say is "stop".)
     """
@@ -114,13 +115,48 @@ class Talker:
 
     # --- the loop ----------------------------------------------------------------------------------------
     def generate(self, inputs: TalkerInputs, *, max_new_tokens: int = 4096,
-                 sampling: SamplingConfig | None = None, progress=None) -> TalkerOutput:
-        """Prefill with `inputs`, then one frame per step until codec eos (FORMAT.md 6.7).
+                 sampling: SamplingConfig | None = None, progress: bool | None = None) -> TalkerOutput:
+        """Prefill with `inputs`, then one frame per step until codec eos (the talker half of
+        Qwen3OmniMoeForConditionalGeneration.generate: Qwen3OmniMoeTalkerForConditionalGeneration decoding).
 
         sampling: SamplingConfig of the talker (default: greedy with repetition penalty 1.05, the reference's
         default penalty). The code predictor samples (top-k 50, top-p 0.8) iff the talker does, from the same
-        seeded generator. progress: optional callable(step) for a progress bar.
+        seeded generator. progress: a tqdm bar (thinker.sampling.progress_bar; None = only over 64 steps).
         """
+        x, p = self._checked_inputs(inputs, max_new_tokens)                 # [Lt, Dt], [3, Lt]
+        max_new_tokens = int(max_new_tokens)                                # 4096.0 is fine too
+        sampling = sampling if sampling is not None else SamplingConfig(repetition_penalty=1.05)
+        rng = sampling.generator()
+        cp_sampling = code_predictor_sampling(sampling)
+        cp_choose = (lambda z: int(np.argmax(z))) if cp_sampling.greedy else \
+            (lambda z: next_token(z, cp_sampling, rng=rng))
+        eos = int(self.tc.codec_eos_token_id)
+        suppress = suppressed_ids(self.codec_head.shape[0], eos)
+        trailing = np.asarray(inputs.trailing_text_hidden, np.float32).reshape(-1, x.shape[1])   # [n_trail, Dt]
+        cache, tokens, frames, steps = KVCache(), [], [], {"logits": [], "hidden": [], "x": [], "pos": []}
+        h = prefill_hidden = self.forward(x, p, cache)                      # [Lt, Dt]
+        p = p[:, -1:]                                                       # [3, 1] last prefill position
+        bar = progress_bar(max_new_tokens, "  talker steps", "step", progress)
+        for s in range(max_new_tokens):
+            scores = self.logits(h[-1])                                     # [Vt] raw
+            tokens.append(next_token(scores, sampling, previous=tokens, rng=rng, suppress=suppress))
+            steps["logits"].append(scores); steps["hidden"].append(h[-1])
+            bar.update(1)
+            if tokens[-1] == eos or s + 1 == max_new_tokens:                # the final token gets no frame
+                break
+            frames.append(self.code_predictor.predict_frame(h[-1], self.codec_embedding[tokens[-1]],
+                                                            choose=cp_choose))
+            x = self.next_input(tokens[-1], frames[-1], trailing[s] if s < len(trailing) else inputs.tts_pad)
+            # decode positions: previous + 1 in every row, in float32 as the reference's generate() does
+            # (video positions can be fractional; stepping by 1 keeps the exact same roundings)
+            p = (p + np.float32(1)).astype(np.float32)                      # [3, 1]
+            steps["x"].append(x); steps["pos"].append(p)
+            h = self.forward(x[None], p, cache)                             # [1, Dt]
+        bar.close()
+        return self._output(tokens, frames, prefill_hidden, steps, eos)
+
+    def _checked_inputs(self, inputs: TalkerInputs, max_new_tokens) -> tuple[np.ndarray, np.ndarray]:
+        """inputs_embeds [Lt, Dt] and position_ids [3, Lt] as float32, after checking them and max_new_tokens."""
         if int(max_new_tokens) != max_new_tokens or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens}")
         x0 = np.asarray(inputs.inputs_embeds, np.float32)
@@ -130,51 +166,28 @@ class Talker:
         pos0 = np.asarray(inputs.position_ids, np.float32).reshape(3, -1)
         if pos0.shape[1] != x0.shape[0]:
             raise ValueError(f"talker position_ids cover {pos0.shape[1]} rows but inputs_embeds has {x0.shape[0]}")
-        sampling = sampling if sampling is not None else SamplingConfig(repetition_penalty=1.05)
-        cp_sampling = code_predictor_sampling(sampling)
-        rng = sampling.generator()
-        cp_choose = (lambda z: int(np.argmax(z))) if cp_sampling.greedy else \
-            (lambda z: next_token(z, cp_sampling, rng=rng))
-        eos = int(self.tc.codec_eos_token_id)
-        suppress = suppressed_ids(self.codec_head.shape[0], eos)
-        trailing = np.asarray(inputs.trailing_text_hidden, np.float32).reshape(-1, Dt)   # [n_trail, Dt]
+        return x0, pos0
 
-        cache = KVCache()
-        h = self.forward(x0, pos0, cache)                                   # [Lt, Dt] prefill
-        prefill_hidden, p = h, pos0[:, -1:]                                 # [3, 1] last prefill position
-        tokens, logits_rows, hidden_rows, step_x, step_pos, frames = [], [], [], [], [], []
-        for s in range(int(max_new_tokens)):
-            last = h[-1]                                                    # [Dt]
-            scores = self.logits(last)                                      # [Vt] raw
-            logits_rows.append(scores); hidden_rows.append(last)
-            tok = next_token(scores, sampling, previous=tokens, rng=rng, suppress=suppress)
-            tokens.append(tok)
-            if progress is not None:
-                progress(s)
-            if tok == eos or s + 1 == max_new_tokens:                       # the final token gets no frame
-                break
-            frame = self.code_predictor.predict_frame(last, self.codec_embedding[tok], choose=cp_choose)
-            frames.append(frame)
-            # the next input "hears" the whole frame, plus one row of the text still to be spoken
-            x = self.codec_embedding[tok] + self.code_predictor.residual_embedding(frame.tokens)   # [Dt]
-            x = x + (trailing[s] if s < trailing.shape[0] else inputs.tts_pad)
-            # decode positions: previous + 1 in every row, in float32 as the reference's generate() does
-            # (video positions can be fractional; stepping by 1 keeps the exact same roundings)
-            p = (p + np.float32(1)).astype(np.float32)                      # [3, 1]
-            step_x.append(x); step_pos.append(p)
-            h = self.forward(x[None], p, cache)                             # [1, Dt]
+    def next_input(self, tok: int, frame, text_row: np.ndarray) -> np.ndarray:
+        """The next talker input "hears" the whole frame just spoken, plus one row of the text still to be
+        spoken: E(tok_0) + Σ_j E_cp[j-1](g_j) + text_row  -> [Dt]."""
+        x = self.codec_embedding[tok] + self.code_predictor.residual_embedding(frame.tokens)   # [Dt]
+        return x + text_row                                                                    # [Dt]
 
-        T, G, C = len(frames), self.G, self.C
+    def _output(self, tokens: list, frames: list, prefill_hidden: np.ndarray, steps: dict, eos: int) -> TalkerOutput:
+        """Stack the per-step records; codes [G, T] has frame t in column t (codebook 0 = the talker's token)."""
+        T, G, C, Dt = len(frames), self.G, self.C, prefill_hidden.shape[1]
         codes = np.zeros((G, T), np.int64)
         for t, f in enumerate(frames):
             codes[0, t], codes[1:, t] = tokens[t], f.tokens
         return TalkerOutput(
             sequences=np.asarray(tokens, np.int64), codes=codes, prefill_hidden=prefill_hidden,
-            step_logits=np.stack(logits_rows), step_hidden=np.stack(hidden_rows),
-            step_inputs_embeds=np.stack(step_x) if step_x else np.zeros((0, Dt), np.float32),
-            step_position_ids=np.concatenate(step_pos, axis=1) if step_pos else np.zeros((3, 0), np.float32),
+            step_logits=np.stack(steps["logits"]), step_hidden=np.stack(steps["hidden"]),        # [n_steps, *]
+            step_inputs_embeds=np.stack(steps["x"]) if steps["x"] else np.zeros((0, Dt), np.float32),
+            step_position_ids=np.concatenate(steps["pos"], axis=1) if steps["pos"]
+            else np.zeros((3, 0), np.float32),                                                   # [3, n_steps-1]
             cp_inputs_embeds=np.stack([f.inputs_embeds for f in frames]) if frames
-            else np.zeros((0, 2, Dt), np.float32),
+            else np.zeros((0, 2, Dt), np.float32),                                               # [T, 2, Dt]
             cp_logits=np.stack([f.logits for f in frames]) if frames else np.zeros((0, G - 1, C), np.float32),
             cp_tokens=codes[1:].T.copy(), ended_with_eos=bool(tokens and tokens[-1] == eos))
 

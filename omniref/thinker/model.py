@@ -1,4 +1,5 @@
-"""The Thinker: prompt ids + media features -> hidden states, logits, and generated text ids (FORMAT.md 6.4).
+"""The Thinker: prompt ids + media features -> hidden states, logits, generated text ids
+(HF `Qwen3OmniMoeThinkerForConditionalGeneration`).
 
     input_ids [L] ──embed_tokens──> [L, H] ──write audio/image/video features into their placeholders──> x
     x ── decoder layer 0 ──(+DeepStack 0 at visual rows)── layer 1 ──(+DeepStack 1)── ... ── final RMSNorm ── lm_head
@@ -9,7 +10,7 @@ as used by Qwen3-VL): the vision encoder also emits features from intermediate b
 the residual stream at the visual token rows right after decoder layer k, so low-level visual detail enters
 the language model a few layers deep instead of only at its input.
 
-Hidden-state recording (what `output_hidden_states` returns, FORMAT.md 6.4 / 9.2): index 0 = the fused
+Hidden-state recording (what HF `output_hidden_states=True` returns): index 0 = the fused
 input embeddings, index i = raw output of layer i-1 *before* its DeepStack addition, last index = the
 final-norm output. The talker's `accept_hidden_layer` indexes this same list.
 
@@ -25,8 +26,8 @@ from omniref import nn
 from omniref.decoder import Decoder, KVCache, rope_cos_sin
 from omniref.errors import CheckpointError, InputError
 from omniref.thinker.positions import decode_positions, rope_ids_from_config, rope_index
-from omniref.thinker.sampling import SamplingConfig, next_token
-from omniref.weights import bf16_to_f32
+from omniref.thinker.sampling import SamplingConfig, next_token, progress_bar
+from omniref.weights import take_rows
 
 __all__ = ["Media", "ThinkerPrompt", "Thinker", "GenerateResult", "encode_media", "golden_stage"]
 
@@ -82,13 +83,6 @@ def encode_media(weights, thinker_cfg, prompt: ThinkerPrompt) -> Media:
     return media
 
 
-def _rows(weights, key: str, ids: np.ndarray) -> np.ndarray:
-    """Rows `ids` of a [V, H] table as float32, reading only those rows (a 152064-row bf16 embedding
-    is never widened whole)."""
-    raw = weights.raw(key)[np.asarray(ids, np.int64)]                       # [n, H] on-disk dtype
-    return bf16_to_f32(raw) if raw.dtype == np.uint16 else raw.astype(F32)
-
-
 class Thinker:
     """The thinker text model with its multimodal front end. `weights`: the whole checkpoint (Weights)."""
 
@@ -110,7 +104,7 @@ class Thinker:
         if ids.size and (ids.min() < 0 or ids.max() >= self.text.vocab_size):
             raise InputError(f"token ids must lie in [0, {self.text.vocab_size}), got range "
                              f"[{ids.min()}, {ids.max()}]", field="input_ids")
-        return _rows(self.weights, "thinker.model.embed_tokens.weight", ids)
+        return take_rows(self.weights.raw("thinker.model.embed_tokens.weight"), ids)   # only these rows widen
 
     def fuse(self, input_ids, media: Media) -> tuple[np.ndarray, np.ndarray, list]:
         """Embeddings with the encoder rows written into the placeholders.
@@ -177,54 +171,62 @@ class Thinker:
         return nn.linear(h, self.weights["thinker.lm_head.weight"])
 
     # ---- generation -------------------------------------------------------------------------------------
+    def prefill(self, prompt: ThinkerPrompt, media: Media | None, cache: KVCache) -> GenerateResult:
+        """The whole prompt in one forward (its K/V go into `cache`) -> positions and hidden states
+        (hidden_states[0] the fused input embeddings, [-1] the final-norm output)."""
+        media = encode_media(self.weights, self.cfg, prompt) if media is None else media
+        x, visual, deepstack = self.fuse(prompt.input_ids, media)            # [L, H], [L], K x [n_visual, H]
+        pos, delta = self.positions(prompt)                                   # [3, L], scalar
+        hs = []
+        self.forward(x, pos, cache, visual, deepstack, hidden_states=hs)      # hs: n_layers+1 x [L, H]
+        return GenerateResult(position_ids=pos, rope_delta=delta, hidden_states=hs)
+
+    def decode_step(self, tok: int, position: np.ndarray, cache: KVCache) -> tuple[np.ndarray, np.ndarray, list]:
+        """One new token at position [3, 1] after the cached rows -> (embedding [1, H], logits [V], hidden states)."""
+        e = self.embed([tok])                                                 # [1, H]
+        hs = []
+        h = self.forward(e, position, cache, hidden_states=hs)                # [1, H]
+        return e, self.lm_head(h)[0], hs                                      # [1, H], [V], n_layers+1 x [1, H]
+
     def generate(self, prompt: ThinkerPrompt, max_new_tokens: int, sampling: SamplingConfig | None = None,
                  eos_token_id: int | None = None, media: Media | None = None, record_layer: int | None = None,
                  full_logits: bool = False, progress: bool | None = None) -> "GenerateResult":
-        """Prefill the prompt, then decode token by token with a KV cache until eos or max_new_tokens.
+        """Prefill the prompt, then decode token by token with a KV cache until eos or max_new_tokens
+        (`GenerationMixin.generate` on Qwen3OmniMoeThinkerForConditionalGeneration, batch of 1).
 
         record_layer: a hidden-state index to collect over every forward (the talker's accept_hidden_layer).
+        progress: a tqdm bar (thinker.sampling.progress_bar; None = only for runs over 64 tokens).
         """
         if max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}", field="max_new_tokens")
-        sampling = sampling or SamplingConfig()
-        eos = self.config.im_end_token_id if eos_token_id is None else int(eos_token_id)
         if record_layer is not None and not 0 <= record_layer <= self.text.num_hidden_layers:
             raise ValueError(f"record_layer {record_layer} outside 0..{self.text.num_hidden_layers}")
-        media = encode_media(self.weights, self.cfg, prompt) if media is None else media
-        ids = np.asarray(prompt.input_ids, np.int64).reshape(-1)
-        L = ids.shape[0]
-        x, visual, deepstack = self.fuse(ids, media)                          # [L, H]
-        pos, delta = self.positions(prompt)                                   # [3, L]
-        cache, hs = KVCache(), []
-        h = self.forward(x, pos, cache, visual, deepstack, hidden_states=hs)  # [L, H]
-        res = GenerateResult(position_ids=pos, rope_delta=delta, hidden_states=hs,
-                             logits=self.lm_head(h) if full_logits else None)
-        res.logits_last = res.logits[-1] if full_logits else self.lm_head(h[-1:])[0]   # [V]
-        embeds, recorded = [x], [hs[record_layer]] if record_layer is not None else []
+        sampling = sampling or SamplingConfig()
         rng = sampling.generator()
-        history = list(ids)
-        tok = next_token(res.logits_last, sampling, history, rng)
-        out, step_logits = [tok], [res.logits_last]
-        bar = _progress(max_new_tokens, progress)
-        for step in range(1, max_new_tokens):
-            if tok == eos:
-                break
-            e = self.embed([tok])                                             # [1, H]
-            hs_step = []
-            h = self.forward(e, decode_positions(L, delta, 1, start=step - 1), cache, hidden_states=hs_step)
+        eos = self.config.im_end_token_id if eos_token_id is None else int(eos_token_id)
+        cache = KVCache()
+        res = self.prefill(prompt, media, cache)
+        L, hs = res.position_ids.shape[1], res.hidden_states
+        res.logits = self.lm_head(hs[-1]) if full_logits else None                        # [L, V]
+        res.logits_last = res.logits[-1] if full_logits else self.lm_head(hs[-1][-1:])[0]  # [V]
+        embeds, recorded = [hs[0]], [hs[record_layer]] if record_layer is not None else []   # [L, H] each
+        history = [int(t) for t in np.asarray(prompt.input_ids).reshape(-1)]  # for the repetition penalty
+        out, step_logits = [next_token(res.logits_last, sampling, history, rng)], [res.logits_last]
+        bar = progress_bar(max_new_tokens - 1, "thinker decode", "tok", progress)
+        while len(out) < max_new_tokens and out[-1] != eos:                   # new token k sits at L + k - 1
+            pos = decode_positions(L, res.rope_delta, 1, start=len(out) - 1)   # [3, 1]
+            e, logits, step_hs = self.decode_step(out[-1], pos, cache)        # [1, H], [V]
             embeds.append(e)
-            if record_layer is not None:
-                recorded.append(hs_step[record_layer])
-            history.append(tok)
-            step_logits.append(self.lm_head(h)[0])                           # [V]
-            tok = next_token(step_logits[-1], sampling, history, rng)
-            out.append(tok)
+            recorded += [step_hs[record_layer]] if record_layer is not None else []
+            history.append(out[-1])
+            step_logits.append(logits)                                        # [V]
+            out.append(next_token(logits, sampling, history, rng))
             bar.update(1)
         bar.close()
-        res.generated_ids = np.asarray(out, np.int64)
-        res.step_logits = np.stack(step_logits)                              # [n_new, V]
+        res.generated_ids = np.asarray(out, np.int64)                         # [n_new]
+        res.step_logits = np.stack(step_logits)                               # [n_new, V]
         res.embeds = np.concatenate(embeds)                                   # [L + n_new - 1, H]
-        res.recorded = np.concatenate(recorded) if recorded else None
+        res.recorded = np.concatenate(recorded) if recorded else None         # [L + n_new - 1, H]
         return res
 
 
@@ -239,25 +241,6 @@ class GenerateResult:
     embeds: np.ndarray | None = None           # [L + n_new - 1, H] hidden_states[0] of every forward
     recorded: np.ndarray | None = None         # [L + n_new - 1, H] hidden_states[record_layer] of every forward
     step_logits: np.ndarray | None = None      # [n_new, V] the logits each generated token was chosen from
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(total: int, progress: bool | None):
-    """A tqdm bar for long runs (> 64 tokens) unless disabled; a no-op otherwise."""
-    if progress is False or (progress is None and total <= 64):
-        return _NoBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total - 1, desc="thinker decode", unit="tok", leave=False)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A conversation -> prompt token ids, with every media placeholder expanded to its token count (FORMAT.md 5.4).
+"""A conversation -> prompt token ids, every media placeholder expanded to its token count (HF Qwen3OmniMoeProcessor).
 
 The chat layout Qwen3-Omni was trained on ("system", "user", "assistant" and "\\n" are single tokens):
 
@@ -27,10 +27,13 @@ from typing import Callable, Sequence, Union
 
 import numpy as np
 
+from omniref.audio import mel, wav
+from omniref.thinker.model import ThinkerPrompt
 from omniref.thinker.positions import audio_output_length
+from omniref.vision.preprocess import preprocess_image, preprocess_video
 
-__all__ = ["Audio", "Image", "Video", "PromptIds", "media_tokens", "chat_prompt", "golden_processor_stage",
-           "PROCESSOR_POSITION_ID_PER_SECONDS"]
+__all__ = ["Audio", "Image", "Video", "PromptIds", "media_tokens", "chat_prompt", "newline_token_id",
+           "build_prompt", "golden_processor_stage", "PROCESSOR_POSITION_ID_PER_SECONDS"]
 
 PROCESSOR_POSITION_ID_PER_SECONDS = 13.0    # Qwen3OmniMoeProcessor's default (not the model config's value)
 
@@ -106,9 +109,9 @@ def media_tokens(item, ids: PromptIds, pps: float = PROCESSOR_POSITION_ID_PER_SE
         return [ids.vision_start] + [ids.video] * _n_visual(item.grid_thw, m) + [ids.vision_end]
     if isinstance(item, Video):
         t, h, w = (int(v) for v in item.grid_thw)
-        per_grid = _n_visual((1, h, w), m)
+        per_grid = _n_visual((1, h, w), m)                                 # tokens per temporal grid
         v_time = np.repeat(np.arange(t) * float(item.second_per_grid) * pps, per_grid)   # [t*h*w/m^2] float64
-        n_audio = audio_output_length(item.audio_frames)
+        n_audio = audio_output_length(item.audio_frames)                  # audio tokens of the video's clip
         body, iv, ia = [], 0, 0
         while iv < len(v_time) and ia < n_audio:          # merge by time, video first on ties
             if v_time[iv] <= ia:
@@ -145,8 +148,69 @@ def chat_prompt(ids: PromptIds, user, system=None, encode: Callable[[str], list[
     if system is not None:
         toks += [ids.im_start, ids.system, ids.nl] + _content(system, ids, encode) + [ids.im_end, ids.nl]
     toks += [ids.im_start, ids.user, ids.nl] + _content(user, ids, encode) + [ids.im_end, ids.nl]
-    toks += [ids.im_start, ids.assistant, ids.nl]
-    return np.asarray(toks, dtype=np.int64)
+    toks += [ids.im_start, ids.assistant, ids.nl]                        # the model continues from here
+    return np.asarray(toks, dtype=np.int64)                             # [L]
+
+
+def newline_token_id(checkpoint_dir, tokenizer=None) -> int | None:
+    """The id of "\\n" (part of the chat layout, absent from config.json): the tokenizer's single token for it,
+    else meta.json `token_ids.nl` (golden cases); None when neither says."""
+    import json
+    from pathlib import Path
+    if tokenizer is not None:
+        ids = tokenizer.encode("\n")
+        if len(ids) == 1:
+            return int(ids[0])
+    meta = Path(checkpoint_dir) / "meta.json"
+    if meta.is_file():
+        nl = (json.loads(meta.read_text()).get("token_ids") or {}).get("nl")
+        if nl is not None:
+            return int(nl)
+    return None
+
+
+def _waveform(clip) -> np.ndarray:
+    """A WAV path (read and resampled to 16 kHz mono) or a 16 kHz waveform -> [N] float32."""
+    if isinstance(clip, (str, bytes)) or hasattr(clip, "__fspath__"):
+        return wav.read_wav(clip)
+    return np.asarray(clip, np.float32)
+
+
+def build_prompt(ids: PromptIds, vision_config, *, audio=(), images=(), video=None, video_fps: float = 1.0,
+                 video_audio=None, text=(), system=None) -> ThinkerPrompt:
+    """Media + text of one user turn -> ThinkerPrompt (what Qwen3OmniMoeProcessor.__call__ returns).
+
+    audio: clips (WAV paths or 16 kHz waveforms [N]); images: paths, PIL images or uint8 [H, W, 3];
+    video: uint8 frames [T, H, W, 3] sampled at `video_fps`; video_audio: the video's own clip
+    (use_audio_in_video: its tokens interleave with the video's); text/system: token ids.
+    Order in the user turn: audio clips, images, the video, then the text.
+    """
+    vc = vision_config
+    prompt, items = ThinkerPrompt(input_ids=np.zeros(0, np.int64)), []
+    if video_audio is not None and video is None:
+        raise ValueError("video_audio needs a video")
+    clips = [_waveform(a) for a in audio]                                         # n x [N] at 16 kHz
+    if video_audio is not None:
+        clips.append(_waveform(video_audio))                                      # the video's clip comes last
+    if clips:
+        prompt.input_features, prompt.feature_attention_mask = mel.extract_features(clips)  # [n, 128, F], [n, F]
+        items += [Audio(int(n)) for n in prompt.feature_attention_mask.sum(1)[:len(audio)]]
+    patches = [preprocess_image(im, vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size)
+               for im in images]
+    if patches:
+        prompt.pixel_values = np.concatenate([vi.pixel_values for vi in patches])   # [P, 3*2*p*p]
+        prompt.image_grid_thw = np.stack([vi.grid_thw[0] for vi in patches])        # [n_img, 3]
+        items += [Image(vi.grid_thw[0]) for vi in patches]
+    if video is not None:
+        vi = preprocess_video(video, vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size, fps=video_fps)
+        prompt.video_pixel_values, prompt.video_grid_thw = vi.pixel_values, vi.grid_thw  # [Pv, 3*2*p*p], [1, 3]
+        prompt.video_second_per_grid = np.array([vi.second_per_grid], np.float32)     # [1]
+        own = int(prompt.feature_attention_mask[-1].sum()) if video_audio is not None else None
+        prompt.use_audio_in_video = own is not None
+        items.append(Video(vi.grid_thw[0], vi.second_per_grid, audio_frames=own))
+    system = [[int(t) for t in system]] if system is not None else None
+    prompt.input_ids = chat_prompt(ids, items + [[int(t) for t in text]], system=system)   # [L]
+    return prompt
 
 
 def golden_processor_stage(case) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Logits of the last position -> the next token id (greedy or sampled), and the decode loop's stop rule.
+"""Logits of the last position -> the next token id (greedy or sampled), and the decode loops' progress bar.
 
 Legend: V vocabulary size.
 
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SamplingConfig", "apply_repetition_penalty", "top_k_filter", "top_p_filter", "next_token"]
+__all__ = ["SamplingConfig", "apply_repetition_penalty", "top_k_filter", "top_p_filter", "next_token",
+           "progress_bar"]
 
 
 @dataclass
@@ -107,3 +108,23 @@ def next_token(logits, cfg: SamplingConfig, previous=None, rng: np.random.Genera
     probs = _softmax(x.astype(np.float64))                   # -inf -> probability 0
     rng = rng if rng is not None else cfg.generator()
     return int(rng.choice(probs.shape[0], p=probs))
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, desc: str, unit: str, show: bool | None):
+    """The one progress mechanism of the thinker's and the talker's decode loops: a tqdm bar over `total`
+    steps when `show` is True (None: only for runs over 64 steps), else (or without tqdm) a no-op bar."""
+    if show is False or (show is None and total <= 64):
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc=desc, unit=unit, leave=False)

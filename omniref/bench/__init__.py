@@ -1,0 +1,75 @@
+"""`python -m omniref bench`: the C++ hot path against the NumPy path, side by side in one run.
+
+    python -m omniref bench [--quick] [--json PATH] [--only kernels,attention,bf16,thinker,code2wav,audio]
+
+Figures (best of a few runs each: the machine is shared, the fastest run is the least disturbed one):
+  kernels    fp32 GEMM x[M,K] @ W[N,K]^T at M=512, K=N=2048 and GEMV at M=1: GFLOP/s cpp vs NumPy (OpenBLAS)
+  attention  16 heads x 128 dims, causal, seq 2048: cpp vs the NumPy path of omniref.nn (vs torch SDPA only if
+             torch happens to be importable; never required)
+  bf16       bf16-weight GEMV bandwidth (weight bytes / time) vs a measured memory copy bandwidth
+  thinker    the thinker text decoder of ../shared/bench/thinker_text_bench.json with random weights: prefill
+             of 512 tokens and greedy-free decode tokens/s with a KV cache, both backends
+  code2wav   Code2Wav at code2wav_default.json: 50 frames (4 s of 24 kHz audio), both backends
+  audio      audio encoder at audio_encoder_bench.json on 30 s of log-mel, both backends
+Workloads come from bench_inputs.json (shared with the Hugging Face reference scripts, so figures compare);
+configs are read from ../shared/bench beside the repo when present, else from omniref/data/bench.
+Targets (issue 7) are printed beside each ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .. import _native, backend
+from .kernels import bench_attention, bench_bf16, bench_kernels
+from .models import bench_audio, bench_code2wav, bench_thinker
+from .timing import bench_dir
+
+PARTS = ("kernels", "attention", "bf16", "thinker", "code2wav", "audio")
+
+BENCHES = {"kernels": bench_kernels, "attention": bench_attention, "bf16": bench_bf16,
+           "thinker": bench_thinker, "code2wav": bench_code2wav, "audio": bench_audio}
+
+
+def _print(name: str, r: dict) -> None:
+    print(f"== {name}")
+    for k, v in r.items():
+        if isinstance(v, dict):
+            _print(f"{name}.{k}", v)
+        else:
+            print(f"  {k:32s} {v:.4g}" if isinstance(v, float) else f"  {k:32s} {v}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="omniref bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small shapes, one repetition: a smoke run")
+    ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    ap.add_argument("--threads", type=int, help="OpenMP threads for the cpp kernels (default: all cores)")
+    args = ap.parse_args(argv)
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in BENCHES]
+    if unknown:
+        ap.error(f"unknown part(s) {unknown}; choose from {', '.join(PARTS)}")
+    if not backend.available():
+        print(f"omniref bench needs the C++ extension ({_native.IMPORT_ERROR})")
+        return 2
+    if args.threads:
+        _native.set_threads(args.threads)
+    results = {"info": backend.info(), "bench_dir": str(bench_dir()), "quick": args.quick}
+    _print("machine", results["info"])
+    for p in parts:
+        try:
+            results[p] = BENCHES[p](args.quick)
+        except Exception as exc:  # a model part may not exist yet in this tree: report, keep going
+            results[p] = {"error": f"{type(exc).__name__}: {exc}"}
+        _print(p, results[p])
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=float))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

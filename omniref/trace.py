@@ -18,10 +18,14 @@ expose any intermediate without changing its return values:
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError, output_file, regular_file
 from .golden import natural_key
 
 __all__ = ["Trace", "record", "compare_traces", "main_trace", "main_compare"]
@@ -51,8 +55,13 @@ def record(name: str, array) -> None:
 
 
 def _load(path) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    """A trace .npz -> {name: array}; a missing, non-regular or non-.npz file is an InputError naming it."""
+    regular_file(path, "trace", InputError)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError, AttributeError, zipfile.BadZipFile) as e:
+        raise InputError(f"{path}: not a trace .npz ({e})", file=path) from None
 
 
 def compare_traces(ours: dict, ref: dict, rtol: float = 1e-4, first: bool = False) -> tuple[list[str], int]:
@@ -86,8 +95,15 @@ def main_trace(argv=None) -> int:
     ap.add_argument("case")
     ap.add_argument("-o", "--out", required=True, help="output .npz")
     ap.add_argument("--stage", action="append")
+    ap.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     args = ap.parse_args(argv)
+    if not (Path(args.case) / "golden.npz").is_file():
+        raise InputError(f"{args.case}: not a golden case (no golden.npz)", file=args.case)
+    output_file(args.out, "trace", force=args.force, inputs=list(Path(args.case).iterdir()))  # before any stage
     case = Case(args.case)
+    if case.weights is not None:
+        from .checkpoint import check_weights
+        check_weights(case.weights, case.config)
     with Trace() as tr:
         for stage in STAGES:
             if (args.stage and stage.name not in args.stage) or not stage.applies(case.golden):
@@ -111,6 +127,8 @@ def main_compare(argv=None) -> int:
     ap.add_argument("--first", action="store_true", help="stop at the first DIFF/SHAPE")
     ap.add_argument("--only-common", action="store_true", help="ignore keys present in just one trace")
     args = ap.parse_args(argv)
+    if not (math.isfinite(args.rtol) and args.rtol > 0):
+        raise InputError(f"--rtol {args.rtol}: expected a finite number > 0", field="--rtol", value=args.rtol)
     ours, ref = _load(args.ours), _load(args.reference)
     if args.only_common:
         common = set(ours) & set(ref)

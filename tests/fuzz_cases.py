@@ -815,7 +815,7 @@ def cli_cases(tmp: Path) -> list[Case]:
     existing.write_bytes(b"keep me")
     out_dir = d / "demo_out"
     out_dir.mkdir()
-    (out_dir / "answer.wav").write_bytes(b"keep me too")
+    (out_dir / "speech.wav").write_bytes(b"keep me too")
     bench_json = d / "bench.json"
     bench_json.write_text("{}")
     trace = d / "t.npz"
@@ -859,8 +859,8 @@ def cli_cases(tmp: Path) -> list[Case]:
     add("trace of a missing case", ["trace", str(d / "nocase"), "-o", str(d / "new.npz")], "OmnirefError", "nocase")
     add("bench --json onto an existing file", ["bench", "--quick", "--only", "kernels", "--json", str(bench_json)],
         "InputError", "bench.json|--force", files=[bench_json])
-    add("demo --out with an earlier answer", ["demo", "--out", str(out_dir)], "InputError", "demo_out|answer|--force",
-        files=[out_dir / "answer.wav"])
+    add("demo --out with an earlier answer", ["demo", "--out", str(out_dir)], "InputError", "speech.wav.*--force",
+        files=[out_dir / "speech.wav"])
     add("demo --out onto a file", ["demo", "--out", str(existing)], "InputError", "existing.wav", files=[existing])
     add("demo --audio missing", ["demo", "--out", str(d / "fresh"), "--audio", str(d / "nope.wav")], "MediaError",
         "nope.wav")

@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 from .. import _native, backend
+from ..errors import output_file
 from .kernels import bench_attention, bench_bf16, bench_kernels
 from .models import bench_audio, bench_code2wav, bench_thinker
 from .timing import bench_dir
@@ -47,7 +48,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--threads", type=int, help="OpenMP threads for the cpp kernels (default: all cores)")
+    ap.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     args = ap.parse_args(argv)
+    if args.json:                                   # refused now, not after minutes of timing
+        output_file(args.json, "--json output", force=args.force)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = [p for p in parts if p not in BENCHES]
     if unknown:

@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"config.json, a checkpoint directory, or a preset ({', '.join(PRESETS)}; the default)")
     ap.add_argument("--context", type=int, default=4096, help="context length for the attention FLOPs")
     args = ap.parse_args(argv)
+    if args.context < 1:
+        from .errors import InputError
+        raise InputError(f"--context {args.context}: expected a context length >= 1", field="--context",
+                         value=args.context)
     cfg = load_config(args.config)
     print(f"omniref summary of {args.config}")
     print(summary_table(cfg, args.context))

@@ -99,6 +99,10 @@ def main_trace(argv=None) -> int:
     args = ap.parse_args(argv)
     if not (Path(args.case) / "golden.npz").is_file():
         raise InputError(f"{args.case}: not a golden case (no golden.npz)", file=args.case)
+    unknown = sorted(set(args.stage or []) - {s.name for s in STAGES})
+    if unknown:
+        raise InputError(f"--stage {', '.join(unknown)}: unknown; known: {', '.join(s.name for s in STAGES)}",
+                         field="--stage", value=unknown)
     output_file(args.out, "trace", force=args.force, inputs=list(Path(args.case).iterdir()))  # before any stage
     case = Case(args.case)
     if case.weights is not None:

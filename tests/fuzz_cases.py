@@ -856,7 +856,7 @@ def cli_cases(tmp: Path) -> list[Case]:
         files=[case / "trace.npz"])
     add("trace -o onto an existing file", ["trace", str(case), "-o", str(trace)], "InputError", "t.npz|--force",
         files=[trace])
-    add("trace of a missing case", ["trace", str(d / "nocase"), "-o", str(d / "new.npz")], "OmnirefError", "nocase")
+    add("trace of a missing case", ["trace", str(d / "nocase"), "-o", str(d / "new.npz")], "InputError", "nocase")
     add("bench --json onto an existing file", ["bench", "--quick", "--only", "kernels", "--json", str(bench_json)],
         "InputError", "bench.json|--force", files=[bench_json])
     add("demo --out with an earlier answer", ["demo", "--out", str(out_dir)], "InputError", "speech.wav.*--force",
@@ -867,12 +867,50 @@ def cli_cases(tmp: Path) -> list[Case]:
     add("demo --speaker nobody", ["demo", "--out", str(d / "fresh2"), "--speaker", "nobody"], "InputError", "nobody")
     add("summary of a missing config", ["summary", str(d / "nope.json")], "ConfigError", "nope")
     add("summary of a FIFO", ["summary", str(_fifo(d / "fifo.json"))], "ConfigError", "fifo.json")
-    add("verify a missing case", ["verify", str(d / "nocase")], "OmnirefError", "nocase")
+    add("verify a missing case", ["verify", str(d / "nocase")], "InputError", "nocase")
     add("compare --rtol nan", ["compare", str(trace), str(trace), "--rtol", "nan"], "InputError", "rtol")
     add("compare --rtol -1", ["compare", str(trace), str(trace), "--rtol", "-1"], "InputError", "rtol")
     add("compare --rtol 0", ["compare", str(trace), str(trace), "--rtol", "0"], "InputError", "rtol")
     add("compare a missing trace", ["compare", str(trace), str(d / "none.npz")], "InputError", "none.npz")
     add("compare a text file", ["compare", str(trace), str(existing)], "InputError", "existing.wav")
+    add("--audio is a directory", gen + ["--audio", d], "MediaError", "cli.*directory")
+    add("--image is a FIFO", gen + ["--image", _fifo(d / "img.fifo")], "MediaError", "img.fifo")
+    add("--video is /dev/zero", gen + ["--video", "/dev/zero"], "MediaError", "/dev/zero")
+    add("--checkpoint is a FIFO", ["generate", "--checkpoint", str(_fifo(d / "ck.fifo")), "--prompt-ids", "5"],
+        "CheckpointError", "ck.fifo")
+    add("--checkpoint is /dev/null", ["generate", "--checkpoint", "/dev/null", "--prompt-ids", "5"],
+        "CheckpointError", "/dev/null")
+    add("--nl-id abc", gen + ["--nl-id", "abc"], "usage")
+    add("--max-new-tokens 1.5", gen[:-1] + ["1.5"], "usage")
+    add("--seed 2^64", gen + ["--seed", str(2 ** 64)], "InputError", "--seed")
+    add("--wav with --force onto its own --audio", gen + ["--audio", audio, "--wav", audio, "--force"], "InputError",
+        "input.wav.*inputs", files=[audio])
+    add("--wav --force into a golden case", gen + ["--wav", golden, "--force"], "InputError", "golden",
+        files=[golden])
+    add("summary --context 0", ["summary", "--context", "0"], "InputError", "--context")
+    add("summary --context abc", ["summary", "--context", "abc"], "usage")
+    add("summary of a preset typo", ["summary", "qwen3-omni-30b"], "ConfigError", "qwen3-omni-30b")
+    add("summary of a directory without config", ["summary", str(d)], "ConfigError", "config.json")
+    add("summary of a binary file", ["summary", str(existing)], "ConfigError", "existing.wav")
+    add("verify --backend bogus", ["verify", str(case), "--backend", "bogus"], "usage")
+    add("verify --stage bogus", ["verify", str(case), "--stage", "bogus"], "InputError", "bogus")
+    add("verify a file", ["verify", str(existing)], "InputError", "existing.wav")
+    add("bench --only bogus", ["bench", "--only", "bogus"], "usage")
+    add("bench --threads 0", ["bench", "--quick", "--only", "kernels", "--threads", "0"], "InputError", "--threads")
+    add("bench --json into a missing folder", ["bench", "--quick", "--only", "kernels", "--json",
+                                               str(d / "no" / "b.json")], "InputError", "b.json")
+    add("demo --thinker-max-new-tokens 0", ["demo", "--out", str(d / "fresh3"), "--thinker-max-new-tokens", "0"],
+        "InputError", "thinker-max-new-tokens")
+    add("demo --image missing", ["demo", "--out", str(d / "fresh4"), "--image", str(d / "nope.png")], "MediaError",
+        "nope.png")
+    add("demo --checkpoint missing", ["demo", "--out", str(d / "fresh5"), "--checkpoint", str(d / "nock")],
+        "OmnirefError|ConfigError|CheckpointError|InputError", "nock")
+    add("trace -o into a missing folder", ["trace", str(case), "-o", str(d / "no" / "t.npz")], "InputError", "t.npz")
+    add("trace --stage bogus", ["trace", str(case), "-o", str(d / "t2.npz"), "--stage", "bogus"], "InputError",
+        "bogus")
+    add("compare --rtol inf", ["compare", str(trace), str(trace), "--rtol", "inf"], "InputError", "rtol")
+    add("compare a directory", ["compare", str(trace), str(d)], "InputError", "cli")
+    add("compare a FIFO", ["compare", str(trace), str(_fifo(d / "tr.fifo"))], "InputError", "tr.fifo")
     add("OMNIREF_BACKEND=bogus", gen, "InputError", "OMNIREF_BACKEND|bogus", env={"OMNIREF_BACKEND": "bogus"})
     add("OMNIREF_MAX_AUDIO_SECONDS=abc", gen + ["--audio", audio], "InputError", "OMNIREF_MAX_AUDIO_SECONDS",
         env={"OMNIREF_MAX_AUDIO_SECONDS": "abc"})

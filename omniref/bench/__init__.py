@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from .. import _native, backend
-from ..errors import output_file
+from ..errors import InputError, output_file
 from .kernels import bench_attention, bench_bf16, bench_kernels
 from .models import bench_audio, bench_code2wav, bench_thinker
 from .timing import bench_dir
@@ -52,6 +52,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.json:                                   # refused now, not after minutes of timing
         output_file(args.json, "--json output", force=args.force)
+    if args.threads is not None and not 1 <= args.threads <= 4096:
+        raise InputError(f"--threads {args.threads}: expected an integer in [1, 4096]", field="--threads",
+                         value=args.threads)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = [p for p in parts if p not in BENCHES]
     if unknown:

@@ -618,8 +618,15 @@ def media_cases(tmp: Path, rng: random.Random) -> list[Case]:
     add_wav("11 bytes", b"RIFF\0\0\0\0WAV", "not a WAV")
     add_wav("extensible, short fmt", wav_bytes((0xFFFE, 1, rate, rate * 2, 2, 16), data), "EXTENSIBLE|fmt")
     full = wav_bytes(fields, data)
-    for cut in sorted(rng.sample(range(12, len(full) - 2), 16)):
+    for cut in sorted(rng.sample(range(12, len(full) - 2), 24)):
         add_wav(f"truncated at {cut}", full[:cut])
+    add_wav("RIFF size cuts the data chunk", wav_bytes(fields, data, riff_size=len(full) - 8 - 100), "data")
+    add_wav("data size 0xFFFFFFFF (streaming writer)", wav_bytes(fields, data, data_size=0xFFFFFFFF), "data")
+    add_wav("sample rate 400 kHz", wav_bytes((1, 1, 400000, 800000, 2, 16), data), "sample rate")
+    guid_tail = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+    ext = struct.pack("<HHI", 22, 16, 4)                     # cbSize, valid bits, channel mask
+    add_wav("extensible, ADPCM sub-format", wav_bytes((0xFFFE, 1, rate, rate * 2, 2, 16), data,
+                                                      extra_fmt=ext + struct.pack("<H", 2) + guid_tail), "format")
     for kind in ("fifo", "dir", "dev_zero", "missing"):
         def setup(p, kind=kind):
             if kind == "fifo":
@@ -646,6 +653,11 @@ def media_cases(tmp: Path, rng: random.Random) -> list[Case]:
     add_wav("32-bit float", wav_bytes((3, 1, rate, rate * 4, 4, 32), (pcm / 32768.0).astype("<f4").tobytes()),
             same=True)
     add_wav("32-bit PCM", wav_bytes((1, 1, rate, rate * 4, 4, 32), (pcm.astype("<i4") << 16).tobytes()), same=True)
+    add_wav("extensible, PCM sub-format", wav_bytes((0xFFFE, 1, rate, rate * 2, 2, 16), data,
+                                                    extra_fmt=ext + struct.pack("<H", 1) + guid_tail), same=True)
+    add_wav("unknown chunk before fmt", wav_bytes(fields, data, chunks=(_chunk(b"ab12", b"0123456789"),)), same=True)
+    body = full[8:] + _chunk(b"data", b"\1\2" * 50)       # the first data chunk is the audio; later ones are ignored
+    add_wav("a second data chunk after the first", b"RIFF" + struct.pack("<I", len(body)) + body, same=True)
 
     # images
     from PIL import Image

@@ -122,12 +122,12 @@ def _run_chunk(cases: list[Case], workdir: Path, tag: str, env: dict) -> dict[in
         current, last = None, time.monotonic()
         seen = 0
         while True:
-            lines = result_file.read_text().splitlines()
+            lines = _complete_lines(result_file)
             for line in lines[seen:]:
                 r = json.loads(line)
                 if "start" in r:
                     current, last = r["start"], time.monotonic()
-                else:
+                elif "i" in r:
                     results[r["i"]] = r
                     current = None
             seen = len(lines)
@@ -140,7 +140,7 @@ def _run_chunk(cases: list[Case], workdir: Path, tag: str, env: dict) -> dict[in
                 results[current] = {"hang": True}
                 break
             time.sleep(0.02)
-        lines = result_file.read_text().splitlines()
+        lines = _complete_lines(result_file)
         for line in lines[seen:]:
             r = json.loads(line)
             if "i" in r:
@@ -154,6 +154,21 @@ def _run_chunk(cases: list[Case], workdir: Path, tag: str, env: dict) -> dict[in
             proc.stderr.close()
         start = max([start - 1] + list(results)) + 1
     return results
+
+
+def _complete_lines(path: Path) -> list[str]:
+    """The lines the worker has finished writing (a line still being written has no newline yet), as JSON
+    texts; a line cut short by a killed worker (and glued to the next worker's first line) becomes "{}"."""
+    text = path.read_text()
+    lines = text[:text.rfind("\n") + 1].splitlines()
+    out = []
+    for line in lines:
+        try:
+            json.loads(line)
+            out.append(line)
+        except json.JSONDecodeError:
+            out.append("{}")
+    return out
 
 
 def classify(case: Case, r: dict, baselines: dict[str, str]) -> tuple[str, str]:

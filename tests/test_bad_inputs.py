@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import struct
 import zlib
@@ -256,3 +257,75 @@ def test_error_classes_keep_callers_working():
         assert issubclass(cls, ValueError)
     assert len({c.exit_code for c in (CheckpointError, ConfigError, MediaError, InputError)}) == 4
 
+
+
+# ------------------------------------------------------------------------------------------ verify / compare
+@pytest.mark.parametrize("ours, ref, ok", [
+    ([1.0, np.nan], [1.0, np.nan], True),            # the same NaN passes
+    ([1.0, np.inf], [1.0, np.inf], True),
+    ([1.0, 2.0], [1.0, np.nan], False),              # a NaN golden used to PASS against any value
+    ([1.0, np.nan], [1.0, np.inf], False),
+    ([1.0, -np.inf], [1.0, np.inf], False),
+    ([1.0, np.nan], [1.0, 2.0], False),
+])
+def test_verify_non_finite_values_must_match(ours, ref, ok):
+    from omniref.verify import compare_arrays
+    problem, err, _ = compare_arrays(np.array(ours, np.float32), np.array(ref, np.float32))
+    assert (problem is None) == ok
+    if not ok:
+        assert "non-finite values differ at 1 of 2 positions (first at flat index 1" in problem
+
+
+def test_verify_integer_keys_need_integers(tmp_path):
+    from omniref.golden import Case
+    from omniref.verify import compare_arrays
+    problem, _, _ = compare_arrays(np.array([1.0, 2.0]), np.array([1, 2]))
+    assert problem.startswith("dtype float64, expected integers")
+    shutil.copytree(F32, tmp_path / "case")
+    g = dict(np.load(F32 / "golden.npz"))
+    g["thinker.input_ids"] = g["thinker.input_ids"].astype(np.float32)
+    np.savez(tmp_path / "case" / "golden.npz", **g)
+    with pytest.raises(InputError, match=r"golden.npz: key 'thinker.input_ids' has dtype float32, expected integers"):
+        Case(tmp_path / "case").golden
+
+
+def test_nan_golden_fails_verify_end_to_end(tmp_path, capsys):
+    case = tmp_path / "case"
+    shutil.copytree(ROOT / "tests" / "golden" / "code2wav_q8", case)
+    g = dict(np.load(case / "golden.npz"))
+    g["code2wav.wav"] = np.full_like(g["code2wav.wav"], np.nan)
+    np.savez(case / "golden.npz", **g)
+    assert cli.main(["verify", str(case), "--stage", "code2wav"]) == 1
+    out = capsys.readouterr().out
+    assert "code2wav.wav" in out and "FAIL  non-finite values differ" in out
+
+
+@pytest.mark.parametrize("rtol", ["nan", "inf", "0", "-1"])
+def test_compare_rtol_must_be_finite_positive(tmp_path, capsys, rtol):
+    np.savez(tmp_path / "t.npz", a=np.zeros(3, np.float32))
+    assert cli.main(["compare", str(tmp_path / "t.npz"), str(tmp_path / "t.npz"), "--rtol", rtol]) == 6
+    assert "--rtol" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ nothing lost
+def test_trace_never_writes_into_a_golden_case(tmp_path, capsys):
+    case = tmp_path / "case"
+    shutil.copytree(F32, case)
+    before = (case / "golden.npz").read_bytes()
+    for out in (case / "golden.npz", case / "trace.npz"):
+        assert cli.main(["trace", str(case), "-o", str(out), "--force"]) == InputError.exit_code
+        assert "golden case" in capsys.readouterr().err
+    assert (case / "golden.npz").read_bytes() == before and not (case / "trace.npz").exists()
+
+
+def test_generate_wav_never_overwrites_its_input_or_an_existing_file(tmp_path, capsys):
+    audio = tmp_path / "in.wav"
+    shutil.copy(ROOT / "omniref" / "data" / "speech.wav", audio)
+    before = audio.read_bytes()
+    gen = ["generate", "--checkpoint", str(F32), "--prompt-ids", "5", "--max-new-tokens", "1", "--audio", str(audio)]
+    assert cli.main(gen + ["--wav", str(audio), "--force"]) == InputError.exit_code
+    assert "would overwrite one of this command's inputs" in capsys.readouterr().err
+    (tmp_path / "old.wav").write_bytes(b"keep")
+    assert cli.main(gen + ["--wav", str(tmp_path / "old.wav")]) == InputError.exit_code
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert audio.read_bytes() == before and (tmp_path / "old.wav").read_bytes() == b"keep"

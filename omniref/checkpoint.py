@@ -223,8 +223,9 @@ def check_weights(weights: Weights, cfg: OmniConfig | None) -> list[str]:
     wrong = [k for k, shape in expected.items() if tuple(weights.shape(k)) != tuple(shape)]
     if wrong:
         k = wrong[0]
-        raise SafetensorsError(f"{weights.where}: tensor {_names(wrong)} misshapen: '{k}' has shape "
-                               f"{list(weights.shape(k))}, the config implies {list(expected[k])}", field=k)
+        more = f" ({len(wrong) - 1} more tensors misshapen: {_names(wrong[1:])})" if len(wrong) > 1 else ""
+        raise SafetensorsError(f"{weights.where}: tensor '{k}' has shape {list(weights.shape(k))}, the config "
+                               f"implies {list(expected[k])}{more}", field=k)
     _check_dtypes(weights, cfg)
     return present
 

@@ -469,10 +469,11 @@ class _Check:
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             self.fail(name, f"an integer in [{lo}, {hi}]" + (" or null" if optional else ""))
 
-    def float(self, name: str, positive: bool = True) -> None:
+    def float(self, name: str, positive: bool = True, hi: float = 1e12) -> None:
         v = getattr(self.section, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (positive and v <= 0):
-            self.fail(name, "a finite number" + (" > 0" if positive else ""))
+        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (positive and v <= 0)
+                or abs(v) > hi):
+            self.fail(name, "a finite number" + (" > 0" if positive else "") + f" of at most {hi:g}")
 
     def bool(self, name: str) -> None:
         if not isinstance(getattr(self.section, name), bool):
@@ -513,13 +514,17 @@ def _check_decoder(c: _Check, *, moe: bool) -> None:
               f"a divisor of num_attention_heads = {s.num_attention_heads}")
     c.require(s.head_dim % 2 == 0, "head_dim", "an even number (RoPE rotates pairs of dimensions)")
     c.choice("hidden_act", DECODER_ACTIVATIONS)
-    c.float("rms_norm_eps"), c.float("rope_theta")
+    c.float("rms_norm_eps", hi=1.0), c.float("rope_theta")         # 1e12: still a finite float32 frequency base
     c.int("max_position_embeddings", 1, MAX_POSITIONS)
     _check_rope_type(c)
     if hasattr(s, "attention_bias"):
         c.require(s.attention_bias is False, "attention_bias", "false (q/k/v/o biases are not implemented)")
-    if hasattr(s, "sliding_window"):
-        c.int("sliding_window", 1, MAX_POSITIONS, optional=True)
+    # Qwen3-Omni's decoders attend to the whole context; a window applies only to `sliding_attention` layers,
+    # which the published checkpoints do not have (and omniref does not implement)
+    if getattr(s, "sliding_window", None) is not None or s.extra.get("use_sliding_window"):
+        c.fail("sliding_window", "null (sliding-window layers are not implemented for this decoder)")
+    if getattr(s, "tie_word_embeddings", False) is not False:
+        c.fail("tie_word_embeddings", "false (the checkpoint's own lm_head is read; tying is not implemented)")
     if moe:
         c.int("num_experts", 0 if not isinstance(s, TalkerTextConfig) else 1, MAX_EXPERTS)
         c.int("moe_intermediate_size")
@@ -548,8 +553,14 @@ def _check_audio(c: _Check) -> None:
     c.int("encoder_layers", 1, MAX_LAYERS), c.int("encoder_attention_heads", 1, MAX_HEADS)
     c.require(s.d_model % s.encoder_attention_heads == 0, "encoder_attention_heads",
               f"a divisor of d_model = {s.d_model}")
-    c.int("max_source_positions", 1, MAX_POSITIONS), c.int("n_window", 1, MAX_POSITIONS)
+    # the processor's placeholder count (Qwen3OmniMoeProcessor) hard-codes 100-frame chunks: n_window = 50
+    c.int("n_window", 1, MAX_POSITIONS)
+    c.require(s.n_window == 50, "n_window", "50 (the processor's placeholder count assumes 100-frame chunks)")
     c.int("n_window_infer", 2 * s.n_window, MAX_POSITIONS)       # a window holds whole 2*n_window chunks
+    chunk_tokens = 2 * s.n_window
+    for _ in range(3):                                            # three stride-2 convolutions
+        chunk_tokens = (chunk_tokens - 1) // 2 + 1
+    c.int("max_source_positions", chunk_tokens, MAX_POSITIONS)    # a chunk's tokens index the position table
     c.int("conv_chunksize", 1, MAX_POSITIONS, optional=True)
     c.choice("activation_function", AUDIO_ACTIVATIONS)
     c.bool("scale_embedding")
@@ -587,7 +598,7 @@ def _check_code2wav(c: _Check) -> None:
     c.require(s.num_attention_heads % s.num_key_value_heads == 0, "num_key_value_heads",
               f"a divisor of num_attention_heads = {s.num_attention_heads}")
     c.int("max_position_embeddings", 1, MAX_POSITIONS), c.int("sliding_window", 1, MAX_POSITIONS)
-    c.float("rope_theta"), c.float("rms_norm_eps"), c.float("layer_scale_initial_scale", positive=False)
+    c.float("rope_theta"), c.float("rms_norm_eps", hi=1.0), c.float("layer_scale_initial_scale", positive=False)
     c.choice("hidden_act", DECODER_ACTIVATIONS)
     c.require(s.attention_bias is False, "attention_bias", "false (attention biases are not implemented)")
     _check_rope_type(c)
@@ -619,7 +630,7 @@ def validate(cfg: OmniConfig, source="config") -> OmniConfig:
     for name in ("audio_token_id", "image_token_id", "video_token_id", "audio_start_token_id",
                  "audio_end_token_id", "vision_start_token_id", "vision_end_token_id", "user_token_id"):
         t.int(name, 0, text.vocab_size - 1)
-    t.float("position_id_per_seconds"), t.float("seconds_per_chunk")
+    t.float("position_id_per_seconds", hi=1e4), t.float("seconds_per_chunk", hi=1e4)
     o = _Check(cfg, "", source)
     for name in ("im_start_token_id", "im_end_token_id", "tts_pad_token_id", "tts_bos_token_id",
                  "tts_eos_token_id", "system_token_id", "user_token_id", "assistant_token_id"):
@@ -648,7 +659,7 @@ def validate(cfg: OmniConfig, source="config") -> OmniConfig:
     for name in ("audio_token_id", "image_token_id", "video_token_id", "vision_start_token_id",
                  "audio_start_token_id", "audio_end_token_id"):
         k.int(name, 0, (1 << 31) - 1)
-    k.float("position_id_per_seconds"), k.int("spatial_merge_size", 1, 64)
+    k.float("position_id_per_seconds", hi=1e4), k.int("spatial_merge_size", 1, 64)
     ok = isinstance(tk.speaker_id, dict) and all(
         isinstance(n, str) and isinstance(i, int) and not isinstance(i, bool) and 0 <= i < tk.text_config.vocab_size
         for n, i in tk.speaker_id.items())

@@ -457,7 +457,7 @@ class _Check:
 
     def fail(self, name: str, expected: str):
         from .errors import ConfigError
-        value = getattr(self.section, name, None)
+        value = getattr(self.section, name) if hasattr(self.section, name) else self.section.extra.get(name)
         field_path = f"{self.where}.{name}" if self.where else name
         raise ConfigError(f"{self.source}: {field_path} = {value!r}: expected {expected}", file=self.source
                           if self.source != "config" else None, field=field_path, value=value)
@@ -495,11 +495,11 @@ class _Check:
             self.fail(name, expected)
 
 
-def _check_rope_type(c: _Check) -> None:
-    rope_type = c.section.extra.get("rope_type", "default")
-    if rope_type not in ("default", None):
-        c.section.rope_type = rope_type
-        c.fail("rope_type", "'default' (scaled RoPE variants are not implemented)")
+def _check_rope_type(c: _Check, allowed=("default",)) -> None:
+    """rope_type (from rope_parameters): scaled variants (yarn, linear, dynamic, ...) are not implemented."""
+    rope_type = c.section.extra.get("rope_type")
+    if rope_type is not None and rope_type not in allowed:
+        c.fail("rope_type", " or ".join(map(repr, allowed)) + " (scaled RoPE variants are not implemented)")
 
 
 def _check_decoder(c: _Check, *, moe: bool) -> None:
@@ -517,14 +517,7 @@ def _check_decoder(c: _Check, *, moe: bool) -> None:
     c.float("rms_norm_eps", hi=1.0), c.float("rope_theta")         # 1e12: still a finite float32 frequency base
     c.int("max_position_embeddings", 1, MAX_POSITIONS)
     _check_rope_type(c)
-    if hasattr(s, "attention_bias"):
-        c.require(s.attention_bias is False, "attention_bias", "false (q/k/v/o biases are not implemented)")
-    # Qwen3-Omni's decoders attend to the whole context; a window applies only to `sliding_attention` layers,
-    # which the published checkpoints do not have (and omniref does not implement)
-    if getattr(s, "sliding_window", None) is not None or s.extra.get("use_sliding_window"):
-        c.fail("sliding_window", "null (sliding-window layers are not implemented for this decoder)")
-    if getattr(s, "tie_word_embeddings", False) is not False:
-        c.fail("tie_word_embeddings", "false (the checkpoint's own lm_head is read; tying is not implemented)")
+    _check_unsupported(c)
     if moe:
         c.int("num_experts", 0 if not isinstance(s, TalkerTextConfig) else 1, MAX_EXPERTS)
         c.int("moe_intermediate_size")
@@ -533,6 +526,29 @@ def _check_decoder(c: _Check, *, moe: bool) -> None:
             c.int("num_experts_per_tok", 1, s.num_experts)
         c.int("decoder_sparse_step", 1, MAX_LAYERS)
         c.int_list("mlp_only_layers", 0, s.num_hidden_layers - 1)
+
+
+def _field(section, name: str, default=None):
+    """A declared field, else the value config.json gave in `extra`, else default."""
+    return getattr(section, name) if hasattr(section, name) else section.extra.get(name, default)
+
+
+def _check_unsupported(c: _Check) -> None:
+    """Variants of a decoder section that omniref does not implement are refused, declared field or not:
+    biases in the attention projections, sliding-window layers (Qwen3-Omni's decoders attend to the whole
+    context; a window applies only to `sliding_attention` layers, which the published checkpoints do not
+    have), tied embeddings."""
+    s = c.section
+    if _field(s, "attention_bias", False) not in (False, None):
+        c.fail("attention_bias", "false (q/k/v/o biases are not implemented)")
+    if _field(s, "sliding_window") is not None or _field(s, "use_sliding_window", False) not in (False, None):
+        c.fail("sliding_window", "null (sliding-window layers are not implemented for this decoder)")
+    layer_types = _field(s, "layer_types")
+    if layer_types is not None and (not isinstance(layer_types, list)
+                                    or any(t != "full_attention" for t in layer_types)):
+        c.fail("layer_types", "a list of 'full_attention' (other layer types are not implemented)")
+    if _field(s, "tie_word_embeddings", False) not in (False, None):
+        c.fail("tie_word_embeddings", "false (the checkpoint's own lm_head is read; tying is not implemented)")
 
 
 def _check_text(c: _Check) -> None:
@@ -581,6 +597,7 @@ def _check_vision(c: _Check) -> None:
     c.int_list("deepstack_visual_indexes", 0, s.depth - 1)
     c.choice("hidden_act", VISION_ACTIVATIONS)
     c.float("rope_theta")
+    _check_rope_type(c, allowed=("axial", "default"))           # the vision tower's 2-D (row, column) rotary
 
 
 def _check_code_predictor(c: _Check) -> None:
@@ -627,6 +644,8 @@ def validate(cfg: OmniConfig, source="config") -> OmniConfig:
 
     # token ids index the embedding tables: every special id must be a row of its vocabulary
     t = _Check(th, "thinker_config", source)
+    if _field(th, "tie_word_embeddings", False) not in (False, None):
+        t.fail("tie_word_embeddings", "false (tying is not implemented)")
     for name in ("audio_token_id", "image_token_id", "video_token_id", "audio_start_token_id",
                  "audio_end_token_id", "vision_start_token_id", "vision_end_token_id", "user_token_id"):
         t.int(name, 0, text.vocab_size - 1)
@@ -636,6 +655,10 @@ def validate(cfg: OmniConfig, source="config") -> OmniConfig:
                  "tts_eos_token_id", "system_token_id", "user_token_id", "assistant_token_id"):
         o.int(name, 0, text.vocab_size - 1)
     o.bool("enable_audio_output")
+    dtype = _field(cfg, "dtype") if _field(cfg, "dtype") is not None else _field(cfg, "torch_dtype")
+    if dtype is not None and dtype not in ("float32", "bfloat16", "float16", "float64"):
+        o.fail("dtype" if _field(cfg, "dtype") is not None else "torch_dtype",
+               "float32, bfloat16, float16, float64 or null (the dtype the weights are stored in)")
     # the encoders and the talker are sized to feed the thinker (and the thinker's hidden states the talker)
     a = _Check(th.audio_config, "thinker_config.audio_config", source)
     a.require(th.audio_config.output_dim == text.hidden_size, "output_dim",
@@ -644,6 +667,8 @@ def validate(cfg: OmniConfig, source="config") -> OmniConfig:
     v.require(th.vision_config.out_hidden_size == text.hidden_size, "out_hidden_size",
               f"the thinker's hidden_size = {text.hidden_size}")
     k = _Check(tk, "talker_config", source)
+    if _field(tk, "tie_word_embeddings", False) not in (False, None):
+        k.fail("tie_word_embeddings", "false (tying is not implemented)")
     k.require(tk.thinker_hidden_size == text.hidden_size, "thinker_hidden_size",
               f"the thinker's hidden_size = {text.hidden_size}")
     k.int("accept_hidden_layer", 0, text.num_hidden_layers)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,8 +164,9 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> n
         raise MediaError(f"{path}: not an image file Pillow can read (PNG, JPEG, ...)", file=path) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise MediaError(f"{path}: image is too large to decode safely ({e})", file=path, field="size") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:    # truncated / corrupt data
-        raise MediaError(f"{path}: cannot decode image ({e})", file=path) from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
+            ZeroDivisionError) as e:                             # truncated / corrupt data, as Pillow reports it
+        raise MediaError(f"{path}: cannot decode image ({type(e).__name__}: {e})", file=path) from None
 
 
 def resize_bicubic(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -298,8 +300,8 @@ def load_video(path: str | os.PathLike, max_bytes: int = MAX_VIDEO_BYTES) -> np.
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
             shape, fortran, dtype = read_header(fh)
-    except (ValueError, OSError, EOFError, SyntaxError, UnicodeDecodeError) as e:
-        raise MediaError(f"{path}: not a .npy array file ({e})", file=path) from None
+    except Exception as e:          # noqa: BLE001 - the header is untrusted text; any parse failure is the file's
+        raise MediaError(f"{path}: not a .npy array file ({type(e).__name__}: {e})", file=path) from None
     if dtype != np.uint8 or len(shape) not in (3, 4) or min(shape) == 0 or (len(shape) == 4 and shape[3] > 4):
         raise MediaError(f"{path}: video must be uint8 frames [T, H, W, 3] with T, H, W >= 1, got {dtype} "
                          f"{list(shape)}", file=path, field="shape", value=shape)
@@ -308,7 +310,7 @@ def load_video(path: str | os.PathLike, max_bytes: int = MAX_VIDEO_BYTES) -> np.
                          file=path, field="size", value=shape)
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, TypeError) as e:
         raise MediaError(f"{path}: cannot read the video frames ({e})", file=path) from None
 
 

@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     module, func = COMMANDS[argv[0]]
     try:
+        if os.environ.get("OMNIREF_BACKEND", "").strip():
+            from . import backend
+            backend.active()                    # a bad OMNIREF_BACKEND is refused before any work
         return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
     except KeyboardInterrupt:
         print(f"omniref {argv[0]}: interrupted", file=sys.stderr)

@@ -148,6 +148,10 @@ def run_stage(case: Case, stage: Stage) -> list[Row]:
         outputs = fn(case)
     except NotImplementedError as e:
         return [Row(stage.name, k, "MISSING", note=str(e) or "not implemented") for k in keys]
+    except OmnirefError as e:             # the case's inputs are bad (ids, codes, weights): one clear error
+        inputs = ", ".join(k for group in stage.inputs for k in group if k in case.golden)
+        raise type(e)(f"{case.path}: stage {stage.name} (golden inputs {inputs}): {e}", file=e.file,
+                      field=e.field, value=e.value) from None
     except Exception as e:
         tb = traceback.format_exc(limit=-3)
         return [Row(stage.name, k, "ERROR", note=f"{type(e).__name__}: {e}\n{tb}") for k in keys]

@@ -829,7 +829,7 @@ def golden_input_cases(tmp: Path) -> list[Case]:
     add("codes past the codebook", c2w, "code2wav.codes", lambda a: a + codebook, "code2wav")
     add("negative codes", c2w, "code2wav.codes", lambda a: a - codebook, "code2wav")
     add("float codes", c2w, "code2wav.codes", lambda a: a.astype(np.float32) + 0.5, "code2wav")
-    add("codes of the wrong rank", c2w, "code2wav.codes", lambda a: a[0], "code2wav")
+    add("codes of the wrong rank", c2w, "code2wav.codes", lambda a: a[None], "code2wav")
     add("float input_ids", F32, "thinker.input_ids", lambda a: a.astype(np.float64), "thinker")
     add("input_ids past the vocabulary", F32, "thinker.input_ids", lambda a: a + 1000, "thinker")
     add("negative input_ids", F32, "thinker.input_ids", lambda a: -a - 1, "thinker")

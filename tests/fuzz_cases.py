@@ -747,6 +747,7 @@ def media_cases(tmp: Path, rng: random.Random) -> list[Case]:
     add_vid("truncated .npy", content=_npy(frames)[:200])
     add_vid("header claims 2^40 frames", content=_npy(frames).replace(b"(2, 32, 32, 3)", b"(1099511627776, 32, 32, 3)"))
     add_vid("empty file", content=b"")
+    add_vid("1000 frames", np.zeros((1000, 2, 2, 3), np.uint8), culprit="frames")
     add_vid("aspect ratio 1:300", np.zeros((2, 2, 600, 3), np.uint8), culprit="aspect")
     for kind in ("fifo", "dir", "missing"):
         add_vid(f"path is {kind}", setup=(lambda p, k=kind: os.mkfifo(p) if k == "fifo" else

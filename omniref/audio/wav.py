@@ -39,6 +39,7 @@ TARGET_RATE = 16000
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
 MAX_SECONDS = 20 * 60
 MAX_CHANNELS = 64
+MAX_SAMPLES = 1 << 27       # frames x channels (20 min of 48 kHz stereo is 115M); bounds the float64 copy to 1 GiB
 
 # fmt format tags: integer PCM, IEEE float, and WAVE_FORMAT_EXTENSIBLE (whose sub-format GUID starts with one
 # of the first two)
@@ -184,6 +185,9 @@ def _parse(path, data, min_rate: int, max_rate: int, max_seconds: float) -> tupl
     if n > max_seconds * rate:
         raise MediaError(f"{path}: {n / rate:.1f} s of audio, more than the limit of {max_seconds:g} s "
                          "(OMNIREF_MAX_AUDIO_SECONDS)", file=path, field="duration", value=n / rate)
+    if n * channels > MAX_SAMPLES:
+        raise MediaError(f"{path}: {n} frames x {channels} channels is more than {MAX_SAMPLES} samples", file=path,
+                         field="data", value=n * channels)
     raw = data[offset:offset + size]
     if bits == 24:                                                   # 3 bytes LE -> the top of an int32
         b = np.frombuffer(raw, np.uint8).reshape(-1, 3)

@@ -46,9 +46,12 @@ VIDEO_MIN_PIXELS = 128 * 32 * 32   # 131072: the Omni processor's video `size.sh
 VIDEO_MAX_PIXELS = 768 * 32 * 32   # 786432: its `size.longest_edge`
 MAX_ASPECT_RATIO = 200             # smart_resize refuses anything more elongated (as the reference does)
 # Input limits, checked from the file's header before any pixel is decoded: 64 Mpx is a 8192x8192 photo
-# (below Pillow's own decompression-bomb threshold of 89 Mpx); a video .npy is capped at 4 GiB of frames.
+# (below Pillow's own decompression-bomb threshold of 89 Mpx); a video .npy holds at most 768 frames (the
+# video processor's `max_frames`) and 1 GiB. Each frame is resized to at least VIDEO_MIN_PIXELS, so the frame
+# count, not the file size, bounds the patches.
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
-MAX_VIDEO_BYTES = 4 * 1024 ** 3
+MAX_VIDEO_BYTES = 1024 ** 3
+MAX_VIDEO_FRAMES = 768
 IMAGE_MEAN = IMAGE_STD = 0.5       # Qwen3-Omni uses mean = std = 0.5 for every channel
 
 
@@ -275,6 +278,9 @@ def preprocess_video(frames: np.ndarray, patch_size: int, merge_size: int, tempo
     if frames.ndim != 4 or min(frames.shape[:3], default=0) == 0 or frames.shape[3] not in (1, 2, 3, 4):
         raise MediaError(f"video must be uint8 [T, H, W, 3] with T, H, W >= 1, got shape {frames.shape}",
                          field="shape", value=frames.shape)
+    if frames.shape[0] > MAX_VIDEO_FRAMES:
+        raise MediaError(f"video of {frames.shape[0]} frames: at most {MAX_VIDEO_FRAMES} (sample it first)",
+                         field="frames", value=frames.shape[0])
     if not (isinstance(fps, (int, float, np.floating)) and math.isfinite(fps) and fps > 0):
         raise MediaError(f"video fps must be a finite positive number, got {fps!r}", field="fps", value=fps)
     if frames.shape[3] != 3:
@@ -305,9 +311,9 @@ def load_video(path: str | os.PathLike, max_bytes: int = MAX_VIDEO_BYTES) -> np.
     if dtype != np.uint8 or len(shape) not in (3, 4) or min(shape) == 0 or (len(shape) == 4 and shape[3] > 4):
         raise MediaError(f"{path}: video must be uint8 frames [T, H, W, 3] with T, H, W >= 1, got {dtype} "
                          f"{list(shape)}", file=path, field="shape", value=shape)
-    if math.prod(shape) > max_bytes:
-        raise MediaError(f"{path}: video of {math.prod(shape)} bytes is above the limit of {max_bytes}",
-                         file=path, field="size", value=shape)
+    if math.prod(shape) > max_bytes or shape[0] > MAX_VIDEO_FRAMES:
+        raise MediaError(f"{path}: video of {shape[0]} frames, {math.prod(shape)} bytes is above the limit of "
+                         f"{MAX_VIDEO_FRAMES} frames and {max_bytes} bytes", file=path, field="size", value=shape)
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, TypeError) as e:

@@ -205,6 +205,18 @@ def checkpoint_cases(tmp: Path, rng: random.Random) -> list[Case]:
     for k in ("thinker.model.layers.0.extra.weight", "thinker.model.layers.9.mlp.gate.weight", "unrelated.weight"):
         h, d = _relayout(header, data, add={k: ("F32", [2], b"\0" * 8)})
         add(f"extra tensor: {k}", st_bytes(h, d), culprit=_esc(k))
+    # --- a consistent file with non-finite weights: the numbers break, which must not pass as an answer
+    for k, value, where in (("thinker.model.norm.weight", np.nan, "all"), ("thinker.lm_head.weight", np.nan, "one"),
+                            ("thinker.model.embed_tokens.weight", np.inf, "all"),
+                            ("thinker.model.layers.0.self_attn.q_proj.weight", np.inf, "one")):
+        b, e = header[k]["data_offsets"]
+        arr = np.frombuffer(data[b:e], "<f4").copy()
+        if where == "all":
+            arr[:] = value
+        else:
+            arr[len(arr) // 2] = value
+        add(f"{where} {value} in {k}", st_bytes(header, data[:b] + arr.tobytes() + data[e:]), culprit="non-finite")
+
     # --- benign: the same tensors in another header order / data order, with metadata, padded header
     for i in range(3):
         order = keys[:]

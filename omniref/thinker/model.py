@@ -211,11 +211,13 @@ class Thinker:
         res.logits_last = res.logits[-1] if full_logits else self.lm_head(hs[-1][-1:])[0]  # [V]
         embeds, recorded = [hs[0]], [hs[record_layer]] if record_layer is not None else []   # [L, H] each
         history = [int(t) for t in np.asarray(prompt.input_ids).reshape(-1)]  # for the repetition penalty
+        _check_finite(res.logits_last, 0)
         out, step_logits = [next_token(res.logits_last, sampling, history, rng)], [res.logits_last]
         bar = progress_bar(max_new_tokens - 1, "thinker decode", "tok", progress)
         while len(out) < max_new_tokens and out[-1] != eos:                   # new token k sits at L + k - 1
             pos = decode_positions(L, res.rope_delta, 1, start=len(out) - 1)   # [3, 1]
             e, logits, step_hs = self.decode_step(out[-1], pos, cache)        # [1, H], [V]
+            _check_finite(logits, len(out))
             embeds.append(e)
             recorded += [step_hs[record_layer]] if record_layer is not None else []
             history.append(out[-1])
@@ -228,6 +230,14 @@ class Thinker:
         res.embeds = np.concatenate(embeds)                                   # [L + n_new - 1, H]
         res.recorded = np.concatenate(recorded) if recorded else None         # [L + n_new - 1, H]
         return res
+
+
+def _check_finite(logits: np.ndarray, step: int) -> None:
+    """NaN logits would make argmax pick token 0 silently: the model's numbers broke, almost always because a
+    weight is NaN or inf (a damaged checkpoint whose bytes still have the right size)."""
+    if not np.isfinite(logits).all():
+        raise CheckpointError(f"the thinker produced non-finite logits at generated token {step}: the checkpoint "
+                              "holds NaN or inf weights (or values large enough to overflow float32)")
 
 
 @dataclass

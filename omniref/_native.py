@@ -1,10 +1,9 @@
-"""Validated Python wrappers around the compiled kernels in `omniref._C` (csrc/).
+"""Validated Python wrappers around the compiled kernels in `omniref._C` (csrc/): argument checks, nothing else.
 
 Nothing reaches C++ unchecked: every wrapper checks dtypes, shapes and ranges here and raises a
 ValueError/TypeError that names the problem and the numbers, then hands C-contiguous float32 arrays to the
-kernel. The NumPy definitions in this file (`linear_reference`, `attention_reference`) state the exact
-semantics each kernel must reproduce to fp32 accuracy; omniref/nn.py holds the same maths as the model's
-specification.
+kernel. What each kernel computes is defined once, in omniref/nn.py (the NumPy specification); omniref/backend.py
+pairs each op with its kernel, and the tests check every kernel against nn.
 
 Legend: M tokens (rows of x), K input features, N output features, Hq / Hkv query / key-value heads,
 Lq / Lk query / key positions, D head dim.
@@ -15,6 +14,9 @@ import os
 import weakref
 
 import numpy as np
+
+from omniref import nn
+from omniref.weights import BF16Weight, as_float32  # noqa: F401  (the bf16 weight type is data)
 
 # How idle OpenMP threads wait between kernel calls. libgomp's default spins ~300k iterations (milliseconds),
 # holding a core that this 2-core machine kind shares with the main Python thread, NumPy's OpenBLAS pool and
@@ -65,77 +67,6 @@ def _require():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# bfloat16 weights
-# ---------------------------------------------------------------------------------------------------------
-class BF16Weight:
-    """A weight matrix kept as bfloat16 bits (uint16 [N, K]) so decoding streams half the bytes.
-
-    bf16 is the top half of a float32 word, so widening is exact: `float32 = bits << 16`. The weights loader
-    may hand these to `linear` instead of float32 arrays; NumPy code sees the widened float32 matrix through
-    `np.asarray(w)` (or `.to_float32()`), which is exactly the value a float32 checkpoint load would give.
-    """
-
-    __array_priority__ = 10.0
-
-    def __init__(self, bits: np.ndarray):
-        bits = np.asarray(bits)
-        if bits.dtype != np.uint16:
-            raise TypeError(f"BF16Weight needs uint16 bfloat16 bits, got dtype {bits.dtype}")
-        if bits.ndim != 2:
-            raise ValueError(f"BF16Weight must be 2-D [N, K], got shape {bits.shape}")
-        self.bits = np.ascontiguousarray(bits)  # [N, K] uint16
-
-    @classmethod
-    def from_float32(cls, w: np.ndarray) -> "BF16Weight":
-        """Round a float32 matrix to bfloat16 (round to nearest even, NaN kept NaN)."""
-        w = np.ascontiguousarray(w, dtype=np.float32)
-        u = w.view(np.uint32)
-        rounded = ((u + np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
-        nan = np.isnan(w)
-        rounded[nan] = ((u[nan] >> 16) | np.uint32(0x40)).astype(np.uint16)  # keep a quiet NaN
-        return cls(rounded)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.bits.shape
-
-    @property
-    def ndim(self) -> int:
-        return 2
-
-    @property
-    def dtype(self):
-        return np.dtype(np.float32)  # what it means to the maths: float32 values
-
-    @property
-    def nbytes(self) -> int:
-        return self.bits.nbytes
-
-    def to_float32(self) -> np.ndarray:
-        """[N, K] float32, exact."""
-        return (self.bits.astype(np.uint32) << 16).view(np.float32)
-
-    def __array__(self, dtype=None, copy=None):
-        out = self.to_float32()
-        return out if dtype is None else out.astype(dtype)
-
-    @property
-    def T(self) -> np.ndarray:  # lets `x @ w.T` in NumPy code work unchanged
-        return self.to_float32().T
-
-    def __getitem__(self, index) -> np.ndarray:  # embedding lookups `table[ids]`: only those rows are widened
-        return (self.bits[index].astype(np.uint32) << 16).view(np.float32)
-
-    def __repr__(self) -> str:
-        return f"BF16Weight(shape={self.shape})"
-
-
-def as_float32(w) -> np.ndarray:
-    """float32 view of a weight that may be a BF16Weight (for NumPy code paths)."""
-    return w.to_float32() if isinstance(w, BF16Weight) else w
-
-
-# ---------------------------------------------------------------------------------------------------------
 # validation helpers
 # ---------------------------------------------------------------------------------------------------------
 def _float32(name: str, a) -> np.ndarray:
@@ -177,10 +108,6 @@ def packed_weight(w: np.ndarray) -> np.ndarray | None:
 # ---------------------------------------------------------------------------------------------------------
 # linear
 # ---------------------------------------------------------------------------------------------------------
-def linear_reference(x, weight, bias=None) -> np.ndarray:
-    """NumPy definition: [..., K] @ [N, K]^T + [N] -> [..., N]."""
-    y = np.asarray(x, dtype=np.float32) @ np.asarray(as_float32(weight), dtype=np.float32).T
-    return y + bias if bias is not None else y
 
 
 def linear(x, weight, bias=None, *, naive: bool = False) -> np.ndarray:
@@ -275,29 +202,9 @@ def _check_attention(q, k, v, causal, sliding_window, segments, mask, scale):
     return q, k, v, bool(causal), window, seg, m, sc
 
 
-def attention_reference(q, k, v, causal=False, sliding_window=None, segments=None, mask=None, scale=None):
-    """NumPy definition: softmax(scale * q k^T + masks) v, GQA by repeating kv heads; rows that may see no key
-    are 0. q [Hq, Lq, D], k/v [Hkv, Lk, D] -> [Hq, Lq, D]."""
-    q, k, v, causal, window, seg, m, sc = _check_attention(q, k, v, causal, sliding_window, segments, mask, scale)
-    Hq, Lq, D = q.shape
-    Hkv, Lk, _ = k.shape
-    G = Hq // Hkv  # GQA: each kv head serves G query heads
-    k, v = np.repeat(k, G, axis=0), np.repeat(v, G, axis=0)  # [Hq, Lk, D]
-    s = (q @ k.transpose(0, 2, 1)) * np.float32(sc)  # [Hq, Lq, Lk]
-    from omniref.nn import attention_mask  # the one statement of the mask rules (lazy: nn imports backend)
-    ok = attention_mask(Lq, Lk, causal=causal, sliding_window=window or None, segments=seg, mask=m)
-    if ok is not None:
-        s = np.where(ok, s, -np.inf)
-    mx = s.max(axis=-1, keepdims=True)
-    mx = np.where(np.isfinite(mx), mx, 0.0)
-    e = np.exp(s - mx)
-    den = e.sum(axis=-1, keepdims=True)
-    return ((e @ v) / np.where(den > 0, den, 1.0)).astype(np.float32)
-
-
 def attention(q, k, v, causal=False, sliding_window=None, segments=None, mask=None, scale=None, *,
               naive: bool = False) -> np.ndarray:
-    """Flash-style attention on the C++ kernels; same arguments and result as `attention_reference`.
+    """Flash-style attention on the C++ kernels; same arguments and result as nn.attention.
 
     q [Hq, Lq, D], k/v [Hkv, Lk, D] float32; causal (query i at position Lk-Lq+i), sliding_window (keys
     > pos - w), segments int [L] block ids (Lq == Lk), mask bool [Lq, Lk] (True = may attend),
@@ -306,29 +213,6 @@ def attention(q, k, v, causal=False, sliding_window=None, segments=None, mask=No
     C = _require()
     q, k, v, causal, window, seg, m, sc = _check_attention(q, k, v, causal, sliding_window, segments, mask, scale)
     return C.attention(q, k, v, causal, window, seg, m, sc, naive)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# MoE dispatch helper (pure NumPy: the grouping is cheap, the expert matmuls go through `linear`)
-# ---------------------------------------------------------------------------------------------------------
-def group_by_expert(topk_idx: np.ndarray, num_experts: int):
-    """Group (token, slot) pairs by chosen expert so each used expert runs once on its tokens.
-
-    topk_idx [L, k] int -> (order [L*k] flat indices into topk_idx sorted by expert (stable),
-    offsets [E+1]: expert e owns order[offsets[e]:offsets[e+1]]). Experts with no tokens get an empty range
-    and must not be touched (their weights are never read).
-    """
-    idx = np.asarray(topk_idx)
-    if not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 2:
-        raise TypeError(f"group_by_expert: topk_idx must be an integer [L, k] array, got {idx.dtype} {idx.shape}")
-    if idx.size and (idx.min() < 0 or idx.max() >= num_experts):
-        raise ValueError(f"group_by_expert: expert ids must be in [0, {num_experts}), got range "
-                         f"[{idx.min()}, {idx.max()}]")
-    flat = idx.reshape(-1)
-    order = np.argsort(flat, kind="stable")  # [L*k]
-    counts = np.bincount(flat, minlength=num_experts)  # [E]
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # [E+1]
-    return order, offsets
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -369,24 +253,8 @@ def _check_moe(x, chosen, mix, experts):
     return x, idx, mix, ids, triples
 
 
-def moe_reference(x, chosen, mix, experts) -> np.ndarray:
-    """NumPy definition (the loop of omniref.decoder.moe): out = Σ_slots mix · down(silu(gate x) ⊙ up x), terms
-    added in ascending expert id.  x [L, H], chosen [L, k] int, mix [L, k], experts {id: (gate [I, H],
-    up [I, H], down [H, I])} -> [L, H]."""
-    x, idx, mix, ids, triples = _check_moe(x, chosen, mix, experts)
-    out = np.zeros_like(x)
-    for e, (g, u, d) in zip(ids.tolist(), triples):
-        rows, slot = np.nonzero(idx == e)  # tokens routed to e, and at which rank
-        xe = x[rows]
-        ge, ue = xe @ np.asarray(as_float32(g), np.float32).T, xe @ np.asarray(as_float32(u), np.float32).T
-        with np.errstate(over="ignore"):
-            h = ge * (np.float32(1) / (np.float32(1) + np.exp(-ge))) * ue  # silu(g) ⊙ u
-        out[rows] += mix[rows, slot][:, None] * (h @ np.asarray(as_float32(d), np.float32).T)
-    return out
-
-
 def moe(x, chosen, mix, experts, *, naive: bool = False) -> np.ndarray:
-    """Fused sparse MoE feed-forward on the C++ kernels; same arguments and result as `moe_reference`.
+    """Fused sparse MoE feed-forward on the C++ kernels; same arguments and result as nn.moe_experts.
 
     x [L, H] float32; chosen [L, k] int expert ids (no repeats within a row); mix [L, k] mixing weights;
     experts: a mapping {expert id: (gate_proj [I, H], up_proj [I, H], down_proj [H, I])} holding at least every
@@ -421,21 +289,13 @@ def moe(x, chosen, mix, experts, *, naive: bool = False) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 # elementwise activations (csrc/elementwise.cpp): exact GELU and Code2Wav's SnakeBeta
 # ---------------------------------------------------------------------------------------------------------
-SNAKE_EPS = 1e-9  # keeps 1 / e^β finite (the reference's `no_div_by_zero`; omniref/codec/code2wav.py)
-
-
-def gelu_reference(x) -> np.ndarray:
-    """NumPy definition: 0.5x · (1 + erf(x/√2)), float32 steps (omniref/nn.py: gelu).  [...] -> [...]"""
-    from scipy import special
-    x = np.asarray(x, dtype=np.float32)
-    return np.float32(0.5) * x * (np.float32(1.0) + special.erf(x * np.float32(1 / np.sqrt(2.0))))
 
 
 def gelu(x, *, naive: bool = False) -> np.ndarray:
     """Exact (erf) GELU on the C++ kernels, any shape: float32 [...] -> float32 [...] (same shape).
 
     erf is evaluated in double and rounded once (see csrc/elementwise_kernels.inc), the float32 steps around
-    it follow `gelu_reference`. NaN stays NaN, gelu(inf) = inf, gelu(-inf) = nan, as in NumPy.
+    it follow nn.gelu. NaN stays NaN, gelu(inf) = inf, gelu(-inf) = nan, as in NumPy.
     """
     C = _require()
     shape = np.shape(x)                                  # before _float32, which makes 0-d arrays 1-d
@@ -458,15 +318,8 @@ def _snake_channels(x, alpha, beta):
         raise ValueError(f"snake_beta: alpha {alpha.shape} and beta {beta.shape} must both have shape ({C},), "
                          f"one value per channel of x {x.shape}")
     a = np.exp(alpha)                                                                   # [C]
-    inv_b = np.float32(1.0) / (np.exp(beta) + np.float32(SNAKE_EPS))                    # [C]
+    inv_b = np.float32(1.0) / (np.exp(beta) + np.float32(nn.SNAKE_EPS))                    # [C]
     return x.reshape(-1, C), a, inv_b
-
-
-def snake_beta_reference(x, alpha, beta) -> np.ndarray:
-    """NumPy definition: x + sin²(x·e^α) / (e^β + 1e-9) per channel (the last axis).  [..., C] -> [..., C]"""
-    x2, a, inv_b = _snake_channels(x, alpha, beta)
-    s = np.sin(x2 * a)
-    return ((s * s) * inv_b + x2).reshape(np.shape(x))
 
 
 def snake_beta(x, alpha, beta, *, naive: bool = False) -> np.ndarray:
@@ -482,11 +335,6 @@ def snake_beta(x, alpha, beta, *, naive: bool = False) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 # RMSNorm and rotary embedding (csrc/norm_rope.cpp): the per-token ops around every attention
 # ---------------------------------------------------------------------------------------------------------
-def rms_norm_reference(x, weight, eps) -> np.ndarray:
-    """NumPy definition: w · x / sqrt(mean(x²) + eps) over the last axis (omniref/nn.py).  [..., H] -> [..., H]"""
-    x = np.asarray(x, dtype=np.float32)
-    var = np.mean(np.square(x), axis=-1, keepdims=True, dtype=np.float32)
-    return np.asarray(weight, dtype=np.float32) * (x / np.sqrt(var + np.float32(eps)))
 
 
 def rms_norm(x, weight, eps, *, naive: bool = False) -> np.ndarray:
@@ -510,14 +358,6 @@ def rms_norm(x, weight, eps, *, naive: bool = False) -> np.ndarray:
         raise ValueError(f"rms_norm: eps must be finite and >= 0, got {eps}")
     M = x.size // H if H else int(np.prod(x.shape[:-1]))
     return C.rms_norm(x.reshape(M, H), w, eps, naive).reshape(x.shape)
-
-
-def rotary_reference(x, cos, sin) -> np.ndarray:
-    """NumPy definition: x·cos + rotate_half(x)·sin, rotate_half(x) = [-x[h:], x[:h]] (h = D // 2).
-    x [..., L, D], cos/sin [L, D] -> [..., L, D]"""
-    x = np.asarray(x, dtype=np.float32)
-    h = x.shape[-1] // 2
-    return x * cos + np.concatenate([-x[..., h:], x[..., :h]], axis=-1) * sin
 
 
 def rotary(x, cos, sin, *, naive: bool = False) -> np.ndarray:
@@ -609,7 +449,7 @@ def conv1d(x, weight, bias=None, dilation: int = 1, residual=None, *, naive: boo
     residual [N, Cout] | None -> [N, Cout]
 
     y[t] = bias + Σ_j W[:, :, j] · x[t - d·(K-1-j)] (+ residual[t]), x = 0 before t = 0: the same sum as
-    omniref/codec/code2wav.py: causal_conv (its NumPy definition), as one GEMM with an implicit im2col.
+    nn.causal_conv (its NumPy definition), as one GEMM with an implicit im2col.
     """
     C = _require()
     if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):
@@ -637,7 +477,7 @@ def trans_conv1d(x, weight, bias=None, stride: int = 1, *, naive: bool = False) 
     """Trimmed transposed conv (upsampling ×stride) on the C++ kernels.  x [n, Cin], weight [Cin, Cout, K]
     (ConvTranspose1d layout, K >= stride), bias [Cout] | None -> [(n+1)·stride - K, Cout]
 
-    The same samples as omniref/codec/code2wav.py: causal_trans_conv (its NumPy definition). The kernel splits
+    The same samples as nn.causal_trans_conv (its NumPy definition). The kernel splits
     the output by phase (sample mod stride): each phase is a causal conv over x with ceil(K/stride) taps, and
     all phases run as one GEMM whose rows are already the interleaved samples (csrc/conv_kernels.inc).
     """
@@ -660,19 +500,11 @@ def trans_conv1d(x, weight, bias=None, stride: int = 1, *, naive: bool = False) 
     return C.trans_conv1d(x, weight, b, int(stride), naive)
 
 
-def trans_conv1d_reference(x, weight, bias=None, stride: int = 1) -> np.ndarray:
-    """NumPy definition: omniref/codec/code2wav.py causal_trans_conv (one matmul, then overlap-add)."""
-    from omniref import backend
-    from omniref.codec.code2wav import causal_trans_conv
-    with backend.use("numpy"):
-        return causal_trans_conv(np.asarray(x), np.asarray(weight), bias, stride)
-
-
 def conv2d_s2(x, weight, bias=None, *, naive: bool = False) -> np.ndarray:
     """3x3 convolution, stride 2, zero padding 1, channels-last, on the C++ kernels (the audio encoder's stem).
     x [B, H, W, Cin], weight [Cout, Cin, 3, 3], bias [Cout] | None -> [B, (H-1)//2+1, (W-1)//2+1, Cout]
 
-    The same sum as omniref/audio/encoder.py: conv2d_stride2 (its NumPy definition, im2col + one matmul), as
+    The same sum as nn.conv2d_stride2 (its NumPy definition, im2col + one matmul), as
     one GEMM whose im2col rows are packed straight from the padded neighbourhoods (never materialised).
     """
     C = _require()
@@ -689,20 +521,3 @@ def conv2d_s2(x, weight, bias=None, *, naive: bool = False) -> np.ndarray:
     if b is not None and b.shape != (weight.shape[0],):
         raise ValueError(f"conv2d_s2: bias must have shape ({weight.shape[0]},), got {b.shape}")
     return C.conv2d_s2(x, weight, b, naive)
-
-
-def conv2d_s2_reference(x, weight, bias=None) -> np.ndarray:
-    """NumPy definition: omniref/audio/encoder.py conv2d_stride2 (im2col + one matmul)."""
-    from omniref import backend
-    from omniref.audio.encoder import conv2d_stride2
-    with backend.use("numpy"):
-        return conv2d_stride2(np.asarray(x), np.asarray(weight), bias)
-
-
-def causal_conv_reference(x, weight, bias=None, dilation: int = 1, residual=None) -> np.ndarray:
-    """NumPy definition: omniref/codec/code2wav.py causal_conv (tap by tap), plus the residual if given."""
-    from omniref import backend
-    from omniref.codec.code2wav import causal_conv
-    with backend.use("numpy"):
-        y = causal_conv(np.asarray(x), np.asarray(weight), bias, dilation)
-    return y if residual is None else y + residual

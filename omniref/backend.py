@@ -1,26 +1,23 @@
-"""Which implementation runs the hot ops: the NumPy specification or the C++ kernels.
+"""Which implementation runs each op: the NumPy specification (omniref/nn.py) or a C++ kernel.
+
+The models call every op through one dispatch, `ops`:
+
+    from omniref.backend import ops
+    y = ops.linear(x, w, b)        # nn.linear's definition, or the C++ GEMM checked against it
+
+`ops.NAME` is `op("NAME")`: the validated C++ wrapper below when the cpp backend is active and the op has a kernel,
+else `nn.NAME` itself. Selecting the backend:
 
     OMNIREF_BACKEND=numpy|cpp      default: cpp when the extension `omniref._C` loads, else numpy
     backend.set_backend("numpy")   process-wide
     with backend.use("numpy"): ... this thread only, restored on exit
-    OMNIREF_VALIDATE=1 / with backend.validate(): every native call also runs the NumPy path and records
+    OMNIREF_VALIDATE=1 / with backend.validate(): every native call also runs the NumPy definition and records
                                    the max abs / relative difference in `backend.validation_log`
 
-omniref/nn.py asks `kernel(name)` for each op: a callable when the cpp backend is active, else None:
-
-    fn = backend.kernel("linear")
-    if fn is not None:
-        return fn(x, weight, bias)
-    ... NumPy definition ...
-
-Ops: "linear" (x, weight, bias), "attention" (q, k, v, causal, sliding_window, segments, mask, scale) and
-"moe" (x, chosen, mix, experts: the fused routed-experts feed-forward of omniref.decoder.moe);
-"gelu" (x) and "snake_beta" (x, alpha, beta: Code2Wav's activation, omniref/codec/code2wav.py);
-"causal_conv" (x, weight, bias, dilation, residual=None: Code2Wav's causal conv, csrc/conv.cpp) and
-"trans_conv" (x, weight, bias, stride: its trimmed transposed conv, same file); "conv2d_s2" (x, weight, bias:
-the audio encoder's 3x3 stride-2 conv, same file);
-"rms_norm" (x, weight, eps) and "rotary" (x, cos, sin: nn.apply_rotary), csrc/norm_rope.cpp;
-their validated wrappers and semantics are in omniref/_native.py.
+Ops with a kernel (csrc/; argument checks in omniref/_native.py): "linear", "attention", "moe_experts",
+"gelu", "rms_norm", "apply_rotary", "snake_beta", "causal_conv", "causal_trans_conv", "conv2d_stride2".
+Everything that decides *whether* a kernel pays (thresholds, fused variants) lives here, not in the models:
+the models state the maths once and the answer does not depend on the choice (same bits as before this layering).
 """
 from __future__ import annotations
 
@@ -32,12 +29,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from omniref import _native
+from omniref import _native, nn, weights
 from omniref.errors import InputError
 
 BACKENDS = ("numpy", "cpp")
 _local = threading.local()
 _state = {"global": None, "validate": None, "warned": False}
+
+# Code2Wav's convs with fewer output channels than this (the final one: 1 channel) run nn's tap loop even on the
+# cpp backend: the GEMM's panels would be mostly padding. A conv with a fused residual add always runs the kernel.
+CPP_CONV_MIN_COUT = 32
 
 
 @dataclass
@@ -115,6 +116,11 @@ def use(name: str):
         stack.pop()
 
 
+# The checkpoint loader hands out 2-D bf16 tensors as their raw bits (weights.BF16Weight) only where a kernel
+# consumes them: on the cpp backend. The data layer asks through this hook instead of importing upward.
+weights.keeps_bf16 = lambda: active() == "cpp"
+
+
 def validating() -> bool:
     if getattr(_local, "validate", 0):
         return True
@@ -133,34 +139,15 @@ def validate():
         _local.validate -= 1
 
 
-def _numpy_op(name: str):
-    """The NumPy definition of op `name`: omniref.nn's when it exists, else the reference in _native."""
-    try:
-        from omniref import nn  # the model's specification
-        fn = getattr(nn, name, None)
-    except Exception:
-        fn = None
-    if fn is None:
-        return getattr(_native, f"{name}_reference")
-
-    def run(*args):
-        with use("numpy"):
-            if name == "attention":  # nn.attention takes the mask arguments by keyword
-                q, k, v, causal, sliding_window, segments, mask, scale = args
-                return fn(q, k, v, causal=causal, sliding_window=sliding_window, segments=segments, mask=mask,
-                          scale=scale)
-            return fn(*args)
-    return run
-
-
 def _is_f32(a) -> bool:
     """None, a BF16Weight or a float32 array: data the float32 kernels take as they are."""
     return a is None or getattr(a, "dtype", None) == np.float32
 
 
-def _check(name: str, out, args) -> None:
+def _check(name: str, out, args, kwargs=None) -> None:
     """Validate mode: run the NumPy definition on the same arguments and log the difference."""
-    ref = np.asarray(_numpy_op(name)(*args))
+    ref = np.asarray(getattr(nn, name)(*args, **(kwargs or {})))
+    out = np.asarray(out)
     err = float(np.max(np.abs(out - ref))) if out.size else 0.0
     scale = float(np.max(np.abs(ref))) if ref.size else 0.0
     rec = ValidationRecord(name, tuple(out.shape), err, err / max(scale, 1e-12))
@@ -170,52 +157,53 @@ def _check(name: str, out, args) -> None:
                       RuntimeWarning, stacklevel=3)
 
 
-# The two wrappers below are what `kernel()` hands out. They are on the decode hot path (a few hundred calls
-# per token), so they stay thin: plain parameters, no signature binding. Calls whose data is not float32
+# The wrappers below are what `op()` hands out on the cpp backend. They are on the decode hot path (a few hundred
+# calls per token), so they stay thin: plain parameters, no signature binding. Calls whose data is not float32
 # (e.g. float64 cross-checks in tests) keep NumPy's semantics exactly by running the NumPy definition.
 def _linear(x, weight, bias=None):
     if not (_is_f32(x) and _is_f32(weight) and _is_f32(bias)):
-        return _numpy_op("linear")(x, weight, bias)
+        return nn.linear(x, weight, bias)
     out = _native.linear(x, weight, bias)
     if validating():
         _check("linear", out, (x, weight, bias))
     return out
 
 
-def _attention(q, k, v, causal=False, sliding_window=None, segments=None, mask=None, scale=None):
-    args = (q, k, v, causal, sliding_window, segments, mask, scale)
+def _attention(q, k, v, *, causal=False, sliding_window=None, segments=None, mask=None, scale=None):
+    kw = dict(causal=causal, sliding_window=sliding_window, segments=segments, mask=mask, scale=scale)
     if not (_is_f32(q) and _is_f32(k) and _is_f32(v)):
-        return _numpy_op("attention")(*args)
-    out = _native.attention(*args)
+        return nn.attention(q, k, v, **kw)
+    nn.check_attention_shapes(q, k, v)                # the specification's own messages
+    if scale is None:
+        kw["scale"] = float(q.shape[2]) ** -0.5
+    out = _native.attention(q, k, v, **kw)
     if validating():
-        _check("attention", out, args)
+        _check("attention", out, (q, k, v), kw)
     return out
 
 
-def _moe(x, chosen, mix, experts):
+def _moe_experts(x, chosen, mix, experts):
     """experts: {expert id: (gate, up, down)} for (at least) every chosen id; see _native.moe."""
     if not (_is_f32(x) and _is_f32(mix) and all(_is_f32(w) for t in experts.values() for w in t)):
-        return _native.moe_reference(x, chosen, mix, experts)
+        return nn.moe_experts(x, chosen, mix, experts)
     out = _native.moe(x, chosen, mix, experts)
     if validating():
-        _check("moe", out, (x, chosen, mix, experts))
+        _check("moe_experts", out, (x, chosen, mix, experts))
     return out
 
 
 def _gelu(x):
     if not _is_f32(x):
-        return _numpy_op("gelu")(x)
+        return nn.gelu(x)
     out = _native.gelu(x)
     if validating():
-        _check("gelu", np.asarray(out), (x,))
+        _check("gelu", out, (x,))
     return out
 
 
 def _snake_beta(x, alpha, beta):
-    if not (_is_f32(x) and _is_f32(alpha) and _is_f32(beta)):  # e.g. float64: the specification, on NumPy
-        from omniref.codec.code2wav import snake_beta
-        with use("numpy"):
-            return snake_beta(x, alpha, beta)
+    if not (_is_f32(x) and _is_f32(alpha) and _is_f32(beta)):  # e.g. float64: the specification
+        return nn.snake_beta(x, alpha, beta)
     out = _native.snake_beta(x, alpha, beta)
     if validating():
         _check("snake_beta", out, (x, alpha, beta))
@@ -223,76 +211,149 @@ def _snake_beta(x, alpha, beta):
 
 
 def _causal_conv(x, weight, bias, dilation=1, residual=None):
-    """Code2Wav's causal conv (+ optional fused residual add); the NumPy definition is code2wav.causal_conv."""
-    if not (_is_f32(x) and _is_f32(weight) and _is_f32(bias) and _is_f32(residual)):
-        from omniref.codec.code2wav import causal_conv
-        with use("numpy"):
-            y = causal_conv(x, weight, bias, dilation)
-        return y if residual is None else y + residual
+    """Code2Wav's causal conv (+ optional fused residual add) as one GEMM with an implicit im2col (csrc/conv.cpp)."""
+    if not (_is_f32(x) and _is_f32(weight) and _is_f32(bias) and _is_f32(residual)) or (
+            residual is None and weight.shape[0] < CPP_CONV_MIN_COUT):
+        return nn.causal_conv(x, weight, bias, dilation, residual)
     out = _native.conv1d(x, weight, bias, dilation, residual)
     if validating():
         _check("causal_conv", out, (x, weight, bias, dilation, residual))
     return out
 
 
-def _trans_conv(x, weight, bias, stride):
-    """Code2Wav's trimmed transposed conv; the NumPy definition is code2wav.causal_trans_conv."""
-    if not (_is_f32(x) and _is_f32(weight) and _is_f32(bias)):
-        return _native.trans_conv1d_reference(x, weight, bias, stride)
+def _causal_trans_conv(x, weight, bias, stride):
+    """Code2Wav's trimmed transposed conv, by phase as one conv GEMM (csrc/conv.cpp)."""
+    if not (_is_f32(x) and _is_f32(weight) and _is_f32(bias)) or weight.shape[1] < CPP_CONV_MIN_COUT:
+        return nn.causal_trans_conv(x, weight, bias, stride)
     out = _native.trans_conv1d(x, weight, bias, stride)
     if validating():
-        _check("trans_conv1d", out, (x, weight, bias, stride))
+        _check("causal_trans_conv", out, (x, weight, bias, stride))
     return out
 
 
-def _conv2d_s2(x, weight, bias):
-    """The audio encoder's 3x3 stride-2 conv; the NumPy definition is audio.encoder.conv2d_stride2."""
+def _conv2d_stride2(x, weight, bias):
+    """The audio encoder's 3x3 stride-2 conv as one GEMM whose im2col rows are never written (csrc/conv.cpp)."""
     if not (_is_f32(x) and _is_f32(weight) and _is_f32(bias)):
-        return _native.conv2d_s2_reference(x, weight, bias)
+        return nn.conv2d_stride2(x, weight, bias)
     out = _native.conv2d_s2(x, weight, bias)
     if validating():
-        _check("conv2d_s2", out, (x, weight, bias))
+        _check("conv2d_stride2", out, (x, weight, bias))
     return out
 
 
 def _rms_norm(x, weight, eps):
     if not (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim >= 1 and type(weight) is np.ndarray
             and weight.dtype == np.float32 and weight.shape == x.shape[-1:]):
-        return _numpy_op("rms_norm")(x, weight, eps)             # other dtypes / broadcasts: the definition
+        return nn.rms_norm(x, weight, eps)                       # other dtypes / broadcasts: the definition
     out = _native.rms_norm(x, weight, eps)
     if validating():
         _check("rms_norm", out, (x, weight, eps))
     return out
 
 
-def _rotary(x, cos, sin):
-    """x [..., L, D] (strided views welcome), cos/sin [L, D]: nn.apply_rotary."""
+def _apply_rotary(x, cos, sin):
+    """x [..., L, D] (strided views welcome), cos/sin [L, D]."""
     if not (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim >= 2 and _is_f32(cos) and _is_f32(sin)
             and np.shape(cos) == x.shape[-2:] and np.shape(sin) == x.shape[-2:]):
-        from omniref import nn                                   # other dtypes / broadcasts: the definition
-        with use("numpy"):
-            return nn.apply_rotary(x, cos, sin)
+        return nn.apply_rotary(x, cos, sin)                      # other dtypes / broadcasts: the definition
     out = _native.rotary(x, cos, sin)
     if validating():
-        _check("rotary", out, (x, cos, sin))
+        _check("apply_rotary", out, (x, cos, sin))
     return out
 
 
-_KERNELS = {"linear": _linear, "attention": _attention, "moe": _moe, "gelu": _gelu, "snake_beta": _snake_beta,
-            "causal_conv": _causal_conv, "trans_conv": _trans_conv, "conv2d_s2": _conv2d_s2, "rms_norm": _rms_norm,
-            "rotary": _rotary}
+# ---------------------------------------------------------------------------------------------------------
+# Memory budgets: how big one call may be. They bound memory, never change a result.
+# ---------------------------------------------------------------------------------------------------------
+SCORE_BUDGET = 1 << 26        # at most this many attention scores (256 MB of float32) per attention call
+IM2COL_BUDGET = 1 << 24       # floats (64 MiB) per im2col matrix of nn.conv2d_stride2 (the audio stem)
+
+
+def items_per_call(floats_per_item: int, n_items: int, cap: int | None = None) -> int:
+    """How many items (e.g. audio chunks) one conv2d_stride2 call may take so that its im2col matrix stays under
+    IM2COL_BUDGET floats; at least 1, at most `cap` (the config's own limit) and n_items."""
+    return max(1, min(int(cap or n_items), IM2COL_BUDGET // floats_per_item))
+
+
+def attention_by_blocks(q: np.ndarray, k: np.ndarray, v: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """Block-diagonal attention under a memory budget (the vision encoder's per-image attention, `cu_seqlens`):
+    the same result as `ops.attention(q, k, v, segments=segments)`, in as many calls as SCORE_BUDGET needs.
+    q/k/v [nh, P, hd], segments int [P] -> [nh, P, hd], each patch attending only inside its segment.
+
+    Segments are contiguous runs. Consecutive whole segments are grouped while their [nh, L, L] scores fit
+    SCORE_BUDGET and handed to `ops.attention(segments=...)`, so a long video never builds a [P, P] score
+    matrix. A single segment too large for the budget (a huge image) is split by query rows, which is exact
+    for bidirectional attention (each query's softmax needs all keys, not the other queries).
+    """
+    nh, P, _ = q.shape
+    bounds = [int(i) for i in np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]])] + [P]
+    out = np.empty_like(q)
+    j = 0
+    while j < len(bounds) - 1:
+        a, j = bounds[j], j + 1                                  # take at least one whole segment ...
+        while j < len(bounds) - 1 and nh * (bounds[j + 1] - a) ** 2 <= SCORE_BUDGET:
+            j += 1                                               # ... and more while their scores fit
+        b = bounds[j]
+        seg, L = segments[a:b], b - a
+        rows = max(1, SCORE_BUDGET // (nh * L))                  # query rows per call
+        if rows >= L:
+            one = seg[0] == seg[-1]                              # one segment: no mask needed
+            out[:, a:b] = op("attention")(q[:, a:b], k[:, a:b], v[:, a:b], segments=None if one else seg)
+            continue
+        for s in range(a, b, rows):                              # a single huge segment, by query chunks
+            e = min(s + rows, b)
+            out[:, s:e] = op("attention")(q[:, s:e], k[:, a:b], v[:, a:b])
+    return out
+
+
+# op name -> (specification, validated C++ wrapper or None). Every public function of nn is an op.
+OPS: dict[str, tuple] = {name: (getattr(nn, name), None) for name in nn.__all__}
+OPS.update({name: (getattr(nn, name), fn) for name, fn in (
+    ("linear", _linear), ("attention", _attention), ("moe_experts", _moe_experts), ("gelu", _gelu),
+    ("snake_beta", _snake_beta), ("causal_conv", _causal_conv), ("causal_trans_conv", _causal_trans_conv),
+    ("conv2d_stride2", _conv2d_stride2), ("rms_norm", _rms_norm), ("apply_rotary", _apply_rotary))})
+OPS["attention_by_blocks"] = (attention_by_blocks, None)   # a schedule of `attention` calls, on either backend
+
+
+def op(name: str):
+    """The callable that runs op `name` now: its C++ wrapper on the cpp backend, else nn's definition."""
+    try:
+        spec, fn = OPS[name]
+    except KeyError:
+        raise KeyError(f"no op named {name!r}; known: {', '.join(OPS)}") from None
+    if fn is None:                               # no kernel: the definition, whatever the backend
+        return spec
+    return fn if active() == "cpp" else spec
+
+
+class _Ops:
+    """`ops.linear(...)` is `op("linear")(...)`: the one way the models call an op."""
+
+    def __getattribute__(self, name: str):
+        # op(name), inlined: this runs a few hundred times per decoded token
+        pair = OPS.get(name)
+        if pair is None:
+            return object.__getattribute__(self, name) if name.startswith("__") else op(name)  # op: the KeyError
+        spec, fn = pair
+        return fn if fn is not None and active() == "cpp" else spec
+
+    def __dir__(self):
+        return list(OPS)
+
+
+ops = _Ops()
 
 
 def kernels() -> tuple[str, ...]:
     """Names of the ops that have a native kernel."""
-    return tuple(_KERNELS)
+    return tuple(name for name, (_, fn) in OPS.items() if fn is not None)
 
 
 def kernel(name: str):
     """Validated native callable for op `name` when the cpp backend is active, else None."""
-    if name not in _KERNELS:
-        raise KeyError(f"no native kernel named {name!r}; known: {', '.join(_KERNELS)}")
-    return _KERNELS[name] if active() == "cpp" else None
+    if name not in kernels():
+        raise KeyError(f"no native kernel named {name!r}; known: {', '.join(kernels())}")
+    return OPS[name][1] if active() == "cpp" else None
 
 
 def native_available() -> bool:

@@ -1,4 +1,6 @@
-"""The Qwen3 decoder stack shared by the Thinker, the Talker, the code predictor and Code2Wav's pre-transformer.
+"""The Qwen3 decoder stack shared by the Thinker, the Talker, the code predictor and Code2Wav's pre-transformer
+(transformers: `Qwen3OmniMoeThinkerTextModel`, `Qwen3OmniMoeTalkerModel`, `Qwen3OmniMoeTalkerCodePredictorModel`,
+`Qwen3OmniMoeCode2WavTransformerModel`).
 
 Legend: L tokens in this call, P tokens already in the KV cache, H hidden, hd head size, nh / nkv query /
 key-value heads, E experts, k experts per token (num_experts_per_tok), I expert width.
@@ -13,9 +15,10 @@ where MLP is one of
     sparse MoE            Σ_top-k p_e · expert_e(x), router softmax over all E experts    (thinker)
     MoE + shared expert   the above + sigmoid(shared_expert_gate(x)) · shared_expert(x)   (talker)
 
-Every variant is chosen by the keys the checkpoint holds under the layer (`self_attn.q_norm.weight`,
-`mlp.gate.weight`, `mlp.shared_expert_gate.weight`, `self_attn_layer_scale.scale`), so the same code reads all
-four checkpoints. Rotary angles are computed by the caller (`rope_cos_sin`), because the four models place
+Every variant comes from the config (`Decoder.from_config`): QK-norm (Qwen3's attention; not Code2Wav's), MoE
+layers (`num_experts`, `mlp_only_layers`, `decoder_sparse_step`), the talker's shared expert
+(`shared_expert_intermediate_size`) and Code2Wav's layer scale (`layer_scale_initial_scale`). The weights must then
+hold every tensor those variants use: a missing one is a CheckpointError naming the key. Rotary angles are computed by the caller (`rope_cos_sin`), because the four models place
 their tokens differently (3-row multimodal positions, or plain 0..L-1).
 """
 from __future__ import annotations
@@ -24,9 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import backend, nn
+from .backend import ops
+from .errors import CheckpointError, ConfigError
 
-__all__ = ["rope_inv_freq", "rope_cos_sin", "KVCache", "Decoder", "MoEStats", "swiglu", "moe"]
+__all__ = ["rope_inv_freq", "rope_cos_sin", "KVCache", "Decoder", "MoEStats", "swiglu", "moe", "weight"]
 
 F32 = np.float32
 
@@ -108,11 +112,21 @@ class KVCache:
 # ---------------------------------------------------------------------------------------------------------
 # MLPs
 # ---------------------------------------------------------------------------------------------------------
+def weight(w, key: str):
+    """w[key], or a CheckpointError naming the key (a config's variant needs a tensor the weights lack)."""
+    try:
+        return w[key]
+    except KeyError:
+        where = getattr(w, "prefix", "")
+        raise CheckpointError(f"missing weight '{where}{key}': the config's architecture needs it") from None
+
+
 def swiglu(x: np.ndarray, w, prefix: str) -> np.ndarray:
-    """SwiGLU MLP (Shazeer 2020): down(silu(gate(x)) ⊙ up(x)).  x [L, H] -> [L, H]; weights under `prefix`."""
-    g = nn.linear(x, w[prefix + "gate_proj.weight"])                     # [L, I]
-    u = nn.linear(x, w[prefix + "up_proj.weight"])                       # [L, I]
-    return nn.linear(nn.silu(g) * u, w[prefix + "down_proj.weight"])     # [L, H]
+    """SwiGLU MLP (Shazeer 2020; `Qwen3OmniMoeThinkerTextMLP`): down(silu(gate(x)) ⊙ up(x)).
+    x [L, H] -> [L, H]; weights under `prefix`."""
+    g = ops.linear(x, weight(w, prefix + "gate_proj.weight"))             # [L, H] -> [L, I]
+    u = ops.linear(x, weight(w, prefix + "up_proj.weight"))               # [L, H] -> [L, I]
+    return ops.linear(ops.silu(g) * u, weight(w, prefix + "down_proj.weight"))   # [L, I] -> [L, H]
 
 
 @dataclass
@@ -125,35 +139,28 @@ class MoEStats:
 
 
 def moe(x: np.ndarray, w, prefix: str, num_experts: int, top_k: int, norm_topk_prob: bool,
-        stats: list | None = None, layer: int = -1) -> np.ndarray:
-    """Sparse mixture of experts.  x [L, H] -> [L, H].
+        stats: list | None = None, layer: int = -1, shared_expert: bool = False) -> np.ndarray:
+    """Sparse mixture of experts (`Qwen3OmniMoeThinkerTextSparseMoeBlock`; with `shared_expert`,
+    `Qwen3OmniMoeTalkerTextSparseMoeBlock`).  x [L, H] -> [L, H].
 
     1. Router: logits = x W_gᵀ [L, E], softmax over ALL experts (in float32).
     2. Each token keeps its top-k experts; with norm_topk_prob their probabilities are renormalised to sum 1.
     3. Tokens are grouped per expert, so every chosen expert runs one matmul over its tokens, and experts that
        no token chose are never touched (their weights are never even read from disk).
-    A shared expert, if the layer has one, runs on every token and is scaled by sigmoid(shared_expert_gate(x)).
+    A shared expert (the talker's) runs on every token and is scaled by sigmoid(shared_expert_gate(x)).
     """
-    probs = nn.softmax(nn.linear(x, w[prefix + "gate.weight"]).astype(F32), axis=-1)   # [L, E]
+    probs = ops.softmax(ops.linear(x, weight(w, prefix + "gate.weight")).astype(F32), axis=-1)   # [L, H] -> [L, E]
     if probs.shape[1] != num_experts:
         raise ValueError(f"{prefix}gate.weight routes to {probs.shape[1]} experts, config says {num_experts}")
     chosen = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]                   # [L, k]
     weights = np.take_along_axis(probs, chosen, axis=-1)                             # [L, k]
     if norm_topk_prob:
         weights = weights / np.sum(weights, axis=-1, keepdims=True)
-    fused = backend.kernel("moe") if x.dtype == F32 else None   # C++ backend: this loop in one native call
-    if fused is None:
-        out = np.zeros_like(x)
-        for e in np.unique(chosen):                            # only experts some token chose
-            rows, slot = np.nonzero(chosen == e)               # tokens routed to e, and at which rank
-            y = swiglu(x[rows], w, f"{prefix}experts.{e}.")    # [n_e, H]
-            out[rows] += weights[rows, slot][:, None] * y
-    else:                   # same sum, same ascending expert order (omniref/_native.py `moe`, csrc/moe.cpp)
-        experts = {e: tuple(w[f"{prefix}experts.{e}.{m}_proj.weight"] for m in ("gate", "up", "down"))
-                   for e in np.unique(chosen).tolist()}        # only experts some token chose
-        out = fused(x, chosen, weights.astype(F32), experts)   # [L, H]
-    if prefix + "shared_expert_gate.weight" in w:
-        gate = nn.sigmoid(nn.linear(x, w[prefix + "shared_expert_gate.weight"]))     # [L, 1]
+    experts = {e: tuple(weight(w, f"{prefix}experts.{e}.{m}_proj.weight") for m in ("gate", "up", "down"))
+               for e in np.unique(chosen).tolist()}                   # only experts some token chose are read
+    out = ops.moe_experts(x, chosen, weights.astype(F32), experts)     # [L, H]
+    if shared_expert:
+        gate = ops.sigmoid(ops.linear(x, weight(w, prefix + "shared_expert_gate.weight")))   # [L, H] -> [L, 1]
         out += gate * swiglu(x, w, prefix + "shared_expert.")
     if stats is not None:
         stats.append(MoEStats(probs=probs, experts=chosen, weights=weights, layer=layer))
@@ -168,7 +175,7 @@ class Decoder:
     """A stack of pre-norm decoder layers whose weights live under one checkpoint prefix.
 
     weights: a mapping with keys relative to the stack (`layers.{i}.self_attn.q_proj.weight`, `norm.weight`),
-             e.g. `Weights.scope("thinker.model.")`.
+             e.g. `Weights.scope("thinker.model.")`. The variant fields say which tensors a layer has.
     """
     weights: object
     num_layers: int
@@ -181,61 +188,87 @@ class Decoder:
     norm_topk_prob: bool = True
     sliding_window: int | None = None
     moe_stats: list | None = field(default=None, repr=False)   # set to a list to record router decisions
+    qk_norm: bool = True            # Qwen3: RMSNorm on each query/key head (`q_norm`, `k_norm`)
+    shared_expert: bool = False     # the talker's gated shared expert beside the routed ones
+    layer_scale: bool = False       # Code2Wav: learned per-channel gain on each residual branch
+    mlp_only_layers: tuple = ()     # dense layers inside an MoE stack (with decoder_sparse_step)
+    decoder_sparse_step: int = 1
 
     @classmethod
     def from_config(cls, weights, cfg, **overrides) -> "Decoder":
-        """Build from a TextConfig / TalkerTextConfig / CodePredictorConfig / Code2WavConfig."""
+        """Build from a TextConfig / TalkerTextConfig / CodePredictorConfig / Code2WavConfig: the config fields
+        decide every variant (the HF classes build their modules from the same fields)."""
+        if getattr(cfg, "attention_bias", False):
+            raise ConfigError("attention_bias = true: omniref.decoder implements the published models, whose "
+                              "attention projections have no bias")
+        layer_scale = hasattr(cfg, "layer_scale_initial_scale")      # Qwen3OmniMoeCode2WavTransformerLayer
         kw = dict(num_layers=cfg.num_hidden_layers, num_heads=cfg.num_attention_heads,
                   num_kv_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim, rms_norm_eps=cfg.rms_norm_eps,
                   num_experts=getattr(cfg, "num_experts", 0) or 0,
                   num_experts_per_tok=getattr(cfg, "num_experts_per_tok", 0) or 0,
                   norm_topk_prob=bool(getattr(cfg, "norm_topk_prob", True)),
-                  sliding_window=getattr(cfg, "sliding_window", None))
+                  sliding_window=getattr(cfg, "sliding_window", None),
+                  qk_norm=not layer_scale,      # Code2Wav's attention has no q/k norm; every Qwen3 text stack has
+                  shared_expert=bool(getattr(cfg, "shared_expert_intermediate_size", 0)),
+                  layer_scale=layer_scale,
+                  mlp_only_layers=tuple(getattr(cfg, "mlp_only_layers", ()) or ()),
+                  decoder_sparse_step=int(getattr(cfg, "decoder_sparse_step", 1) or 1))
+        if hasattr(cfg, "shared_expert_intermediate_size"):
+            kw["mlp_only_layers"], kw["decoder_sparse_step"] = (), 1   # every talker layer is MoE
         kw.update(overrides)
         return cls(weights, **kw)
+
+    def is_moe_layer(self, i: int) -> bool:
+        """Layer i is sparse (`Qwen3OmniMoeThinkerTextDecoderLayer`'s rule): experts exist, i is not in
+        mlp_only_layers, and (i + 1) is a multiple of decoder_sparse_step."""
+        return self.num_experts > 0 and i not in self.mlp_only_layers and (i + 1) % self.decoder_sparse_step == 0
+
+    def w(self, key: str):
+        return weight(self.weights, key)
 
     # --- one layer -------------------------------------------------------------------------------------
     def attention(self, i: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray,
                   cache: KVCache | None) -> np.ndarray:
-        """Self-attention of layer i.  x [L, H] (already normalised), cos/sin [L, hd] -> [L, H]."""
-        w, p = self.weights, f"layers.{i}.self_attn."
+        """Self-attention of layer i (`Qwen3OmniMoeThinkerTextAttention`).  x [L, H] (already normalised),
+        cos/sin [L, hd] -> [L, H]."""
+        p = f"layers.{i}.self_attn."
         L = x.shape[0]
-        q = nn.linear(x, w[p + "q_proj.weight"]).reshape(L, self.num_heads, self.head_dim)      # [L, nh, hd]
-        k = nn.linear(x, w[p + "k_proj.weight"]).reshape(L, self.num_kv_heads, self.head_dim)   # [L, nkv, hd]
-        v = nn.linear(x, w[p + "v_proj.weight"]).reshape(L, self.num_kv_heads, self.head_dim)   # [L, nkv, hd]
-        if p + "q_norm.weight" in w:
+        q = ops.linear(x, self.w(p + "q_proj.weight")).reshape(L, self.num_heads, self.head_dim)      # [L, nh, hd]
+        k = ops.linear(x, self.w(p + "k_proj.weight")).reshape(L, self.num_kv_heads, self.head_dim)   # [L, nkv, hd]
+        v = ops.linear(x, self.w(p + "v_proj.weight")).reshape(L, self.num_kv_heads, self.head_dim)   # [L, nkv, hd]
+        if self.qk_norm:
             # QK-norm (Qwen3): RMSNorm over each head's vector before RoPE keeps attention logits bounded
-            q = nn.rms_norm(q, w[p + "q_norm.weight"], self.rms_norm_eps)
-            k = nn.rms_norm(k, w[p + "k_norm.weight"], self.rms_norm_eps)
-        q = nn.apply_rotary(q.transpose(1, 0, 2), cos, sin)                  # [nh, L, hd]
-        k = nn.apply_rotary(k.transpose(1, 0, 2), cos, sin)                  # [nkv, L, hd]
-        v = v.transpose(1, 0, 2)                                             # [nkv, L, hd]
+            q = ops.rms_norm(q, self.w(p + "q_norm.weight"), self.rms_norm_eps)
+            k = ops.rms_norm(k, self.w(p + "k_norm.weight"), self.rms_norm_eps)
+        q = ops.apply_rotary(q.transpose(1, 0, 2), cos, sin)                  # [L, nh, hd] -> [nh, L, hd]
+        k = ops.apply_rotary(k.transpose(1, 0, 2), cos, sin)                  # [L, nkv, hd] -> [nkv, L, hd]
+        v = v.transpose(1, 0, 2)                                              # [nkv, L, hd]
         if cache is not None:
-            k, v = cache.append(i, k, v)                                     # [nkv, P+L, hd]
+            k, v = cache.append(i, k, v)                                      # [nkv, P+L, hd]
         # k, v may be views into the cache's [nkv, capacity, hd] buffers: the C++ kernel reads them in place
-        o = nn.attention(np.ascontiguousarray(q), k, v, causal=True, sliding_window=self.sliding_window)
-        o = o.transpose(1, 0, 2).reshape(L, self.num_heads * self.head_dim)
-        return nn.linear(o, w[p + "o_proj.weight"])                         # [L, H]
+        o = ops.attention(np.ascontiguousarray(q), k, v, causal=True, sliding_window=self.sliding_window)
+        o = o.transpose(1, 0, 2).reshape(L, self.num_heads * self.head_dim)  # [nh, L, hd] -> [L, nh·hd]
+        return ops.linear(o, self.w(p + "o_proj.weight"))                     # [L, H]
 
     def mlp(self, i: int, x: np.ndarray) -> np.ndarray:
         """The feed-forward half of layer i: dense SwiGLU, or MoE (+ shared expert). [L, H] -> [L, H]."""
         p = f"layers.{i}.mlp."
-        if p + "gate.weight" in self.weights:
+        if self.is_moe_layer(i):
             return moe(x, self.weights, p, self.num_experts, self.num_experts_per_tok, self.norm_topk_prob,
-                       stats=self.moe_stats, layer=i)
+                       stats=self.moe_stats, layer=i, shared_expert=self.shared_expert)
         return swiglu(x, self.weights, p)
 
     def layer(self, i: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray,
               cache: KVCache | None = None) -> np.ndarray:
-        """Decoder layer i.  x [L, H] -> [L, H]."""
-        w, p, eps = self.weights, f"layers.{i}.", self.rms_norm_eps
-        h = self.attention(i, nn.rms_norm(x, w[p + "input_layernorm.weight"], eps), cos, sin, cache)
-        if p + "self_attn_layer_scale.scale" in w:       # LayerScale (CaiT): a learned per-channel residual gain
-            h = w[p + "self_attn_layer_scale.scale"] * h
+        """Decoder layer i (`Qwen3OmniMoeThinkerTextDecoderLayer`).  x [L, H] -> [L, H]."""
+        p, eps = f"layers.{i}.", self.rms_norm_eps
+        h = self.attention(i, ops.rms_norm(x, self.w(p + "input_layernorm.weight"), eps), cos, sin, cache)
+        if self.layer_scale:            # LayerScale (CaiT): a learned per-channel residual gain
+            h = self.w(p + "self_attn_layer_scale.scale") * h
         x = x + h
-        h = self.mlp(i, nn.rms_norm(x, w[p + "post_attention_layernorm.weight"], eps))
-        if p + "mlp_layer_scale.scale" in w:
-            h = w[p + "mlp_layer_scale.scale"] * h
+        h = self.mlp(i, ops.rms_norm(x, self.w(p + "post_attention_layernorm.weight"), eps))
+        if self.layer_scale:
+            h = self.w(p + "mlp_layer_scale.scale") * h
         return x + h
 
     # --- the whole stack --------------------------------------------------------------------------------
@@ -256,7 +289,7 @@ class Decoder:
                 hidden_states.append(x)
             if after_layer is not None:
                 x = after_layer(i, x)
-        x = nn.rms_norm(x, self.weights["norm.weight"], self.rms_norm_eps)
+        x = ops.rms_norm(x, self.w("norm.weight"), self.rms_norm_eps)
         if hidden_states is not None:
             hidden_states.append(x)
         return x

@@ -1,9 +1,9 @@
 """`python -m omniref verify CASE_DIR`: run every stage a golden case contains and compare with the reference.
 
 A stage is checked when its input keys and at least one of its output keys are in `golden.npz` (FORMAT.md §4).
-Each stage is one function `golden_stage(case) -> {key: array}` living in the module that implements it; it
-computes its outputs from the stage's golden INPUT keys only, so a bug shows up in the stage that has it
-instead of cascading. Until a module exists its stage is MISSING.
+Each stage is one function `NAME_stage(case) -> {key: array}` in omniref/stages.py (the adapters live there, not in
+the model modules); it computes its outputs from the stage's golden INPUT keys only, so a bug shows up in the stage
+that has it instead of cascading. Until a module exists its stage is MISSING.
 
 Tolerances (FORMAT.md §7), chosen per key and written down only here:
     integer keys (ids, codes, grids, masks), position ids, rope deltas, image.resized   exact
@@ -47,28 +47,28 @@ class Stage:
 
 
 STAGES: list[Stage] = [
-    Stage("mel", "omniref.audio.mel:golden_stage", (("mel.waveform", "mel.waveform.0"),),
+    Stage("mel", "omniref.stages:mel_stage", (("mel.waveform", "mel.waveform.0"),),
           ("mel.input_features", "mel.attention_mask")),
-    Stage("image", "omniref.vision.preprocess:golden_image_stage", (("image.raw",),),
+    Stage("image", "omniref.stages:image_stage", (("image.raw",),),
           ("image.resized", "image.pixel_values", "image.grid_thw")),
-    Stage("video", "omniref.vision.preprocess:golden_video_stage", (("video.raw",),),
+    Stage("video", "omniref.stages:video_stage", (("video.raw",),),
           ("video.pixel_values", "video.grid_thw", "video.second_per_grid")),
-    Stage("processor", "omniref.thinker.prompt:golden_processor_stage",
+    Stage("processor", "omniref.stages:processor_stage",
           (("image.grid_thw", "video.grid_thw"),), ("processor.input_ids",)),
-    Stage("audio", "omniref.audio.encoder:golden_stage", (("audio.input_features",), ("audio.feature_lens",)),
+    Stage("audio", "omniref.stages:audio_stage", (("audio.input_features",), ("audio.feature_lens",)),
           ("audio.",), ("audio.input_features", "audio.feature_lens")),
-    Stage("vision", "omniref.vision.encoder:golden_stage", (("vision.pixel_values",), ("vision.grid_thw",)),
+    Stage("vision", "omniref.stages:vision_stage", (("vision.pixel_values",), ("vision.grid_thw",)),
           ("vision.",), ("vision.pixel_values", "vision.grid_thw")),
-    Stage("vision_video", "omniref.vision.encoder:golden_video_stage",
+    Stage("vision_video", "omniref.stages:vision_video_stage",
           (("vision_video.pixel_values",), ("vision_video.grid_thw",)),
           ("vision_video.",), ("vision_video.pixel_values", "vision_video.grid_thw")),
-    Stage("thinker", "omniref.thinker.model:golden_stage", (("thinker.input_ids",),),
+    Stage("thinker", "omniref.stages:thinker_stage", (("thinker.input_ids",),),
           ("thinker.", "talker.thinker_embed", "talker.thinker_hidden"),
           ("thinker.input_ids", "thinker.attention_mask", "thinker.use_audio_in_video")),
-    Stage("talker", "omniref.talker.model:golden_stage",
+    Stage("talker", "omniref.stages:talker_stage",
           (("talker.thinker_embed",), ("talker.thinker_hidden",), ("thinker.input_ids",)),
           ("talker.", "code_predictor."), ("talker.thinker_embed", "talker.thinker_hidden")),
-    Stage("code2wav", "omniref.codec.code2wav:golden_stage", (("code2wav.codes",),),
+    Stage("code2wav", "omniref.stages:code2wav_stage", (("code2wav.codes",),),
           ("code2wav.wav", "code2wav.wav_chunked")),
 ]
 
@@ -105,7 +105,8 @@ def compare_arrays(ours: np.ndarray, ref: np.ndarray) -> tuple[str | None, float
         i = int(bad[0])
         return (f"non-finite values differ at {bad.size} of {b.size} positions (first at flat index {i}: ours "
                 f"{a.reshape(-1)[i]}, golden {b.reshape(-1)[i]})"), float("inf"), float("inf")
-    diff = np.where(fb, np.abs(a - b), 0.0)
+    with np.errstate(invalid="ignore"):       # inf - inf where both are the same inf: masked out below
+        diff = np.where(fb, np.abs(a - b), 0.0)
     err = float(diff.max())
     scale = max(float(np.abs(b[fb]).max(initial=0.0)), 1e-12)
     return None, err, err / scale

@@ -31,7 +31,7 @@ import numpy as np
 from .errors import CheckpointError, parse_json, regular_file
 
 __all__ = ["SafetensorsError", "MissingTensorError", "SafetensorsFile", "Weights", "WeightView", "load_weights",
-           "save_safetensors", "bf16_to_f32", "f32_to_bf16", "take_rows"]
+           "save_safetensors", "bf16_to_f32", "f32_to_bf16", "take_rows", "BF16Weight", "as_float32"]
 
 
 class SafetensorsError(CheckpointError):
@@ -203,6 +203,84 @@ class SafetensorsFile:
         return raw.copy()
 
 
+# ---------------------------------------------------------------------------------------------------------
+# bfloat16 weights kept as their bits (the kernels read them; NumPy sees the exact float32 values)
+# ---------------------------------------------------------------------------------------------------------
+class BF16Weight:
+    """A weight matrix kept as bfloat16 bits (uint16 [N, K]) so decoding streams half the bytes.
+
+    bf16 is the top half of a float32 word, so widening is exact: `float32 = bits << 16`. The weights loader
+    may hand these to `linear` instead of float32 arrays; NumPy code sees the widened float32 matrix through
+    `np.asarray(w)` (or `.to_float32()`), which is exactly the value a float32 checkpoint load would give.
+    """
+
+    __array_priority__ = 10.0
+
+    def __init__(self, bits: np.ndarray):
+        bits = np.asarray(bits)
+        if bits.dtype != np.uint16:
+            raise TypeError(f"BF16Weight needs uint16 bfloat16 bits, got dtype {bits.dtype}")
+        if bits.ndim != 2:
+            raise ValueError(f"BF16Weight must be 2-D [N, K], got shape {bits.shape}")
+        self.bits = np.ascontiguousarray(bits)  # [N, K] uint16
+
+    @classmethod
+    def from_float32(cls, w: np.ndarray) -> "BF16Weight":
+        """Round a float32 matrix to bfloat16 (round to nearest even, NaN kept NaN)."""
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        u = w.view(np.uint32)
+        rounded = ((u + np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
+        nan = np.isnan(w)
+        rounded[nan] = ((u[nan] >> 16) | np.uint32(0x40)).astype(np.uint16)  # keep a quiet NaN
+        return cls(rounded)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.bits.shape
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    @property
+    def dtype(self):
+        return np.dtype(np.float32)  # what it means to the maths: float32 values
+
+    @property
+    def nbytes(self) -> int:
+        return self.bits.nbytes
+
+    def to_float32(self) -> np.ndarray:
+        """[N, K] float32, exact."""
+        return (self.bits.astype(np.uint32) << 16).view(np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.to_float32()
+        return out if dtype is None else out.astype(dtype)
+
+    @property
+    def T(self) -> np.ndarray:  # lets `x @ w.T` in NumPy code work unchanged
+        return self.to_float32().T
+
+    def __getitem__(self, index) -> np.ndarray:  # embedding lookups `table[ids]`: only those rows are widened
+        return (self.bits[index].astype(np.uint32) << 16).view(np.float32)
+
+    def __repr__(self) -> str:
+        return f"BF16Weight(shape={self.shape})"
+
+
+def as_float32(w) -> np.ndarray:
+    """float32 view of a weight that may be a BF16Weight (for NumPy code paths)."""
+    return w.to_float32() if isinstance(w, BF16Weight) else w
+
+
+
+def keeps_bf16() -> bool:
+    """Whether the active compute backend takes BF16Weight as it is. The kernels layer (omniref.backend)
+    replaces this when it loads; until then every tensor widens to float32."""
+    return False
+
+
 class Weights(Mapping):
     """All tensors of a checkpoint directory (single file or sharded), float32 on access, cached.
 
@@ -213,7 +291,7 @@ class Weights(Mapping):
     def __init__(self, files: dict[str, SafetensorsFile], key_to_file: dict[str, str], where: str):
         self.files, self.key_to_file, self.where = files, key_to_file, where
         self._cache: dict[str, np.ndarray] = {}
-        # keep_bf16: on the cpp backend a 2-D BF16 tensor comes back as `_native.BF16Weight` (the file's own
+        # keep_bf16: on the cpp backend a 2-D BF16 tensor comes back as `BF16Weight` (the file's own
         # bits, zero-copy) so matmuls stream half the bytes; exact, since widening bf16 is. On by default;
         # OMNIREF_BF16_WEIGHTS=0 widens everything to float32 instead. The NumPy backend always gets float32.
         self.keep_bf16 = os.environ.get("OMNIREF_BF16_WEIGHTS", "1").strip().lower() not in ("0", "false", "no")
@@ -237,18 +315,16 @@ class Weights(Mapping):
         return self._cache[key]
 
     def _bf16(self, key: str):
-        """`_native.BF16Weight` of a 2-D BF16 tensor when the cpp backend is active, else None."""
+        """`BF16Weight` of a 2-D BF16 tensor when the cpp backend is active, else None."""
         if key not in self._bf16_cache:
             f = self.file_of(key)
             self._bf16_cache[key] = None
             if f.dtype(key) == "BF16" and len(f.shape(key)) == 2:
-                from . import _native
-                self._bf16_cache[key] = _native.BF16Weight(f.raw(key))
+                self._bf16_cache[key] = BF16Weight(f.raw(key))
         w = self._bf16_cache[key]
         if w is None:
             return None
-        from . import backend
-        return w if backend.active() == "cpp" else None
+        return w if keeps_bf16() else None
 
     def shape(self, key: str) -> tuple[int, ...]:
         return self.file_of(key).shape(key)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from omniref import backend
+from omniref import backend, nn, stages
 from omniref.audio import encoder, mel
 from omniref.golden import Case
 
@@ -79,7 +79,7 @@ def test_conv2d_matches_scipy():
     x = rng.standard_normal((2, 11, 8, 3)).astype(np.float32)          # [B, Hf, Wt, Cin]
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
-    ours = encoder.conv2d_stride2(x, w, b)
+    ours = nn.conv2d_stride2(x, w, b)
     assert ours.shape == (2, 6, 4, 4)
     for i in range(2):
         for o in range(4):
@@ -106,7 +106,7 @@ def test_encoder_matches_goldens(golden_cases, backend_name):
         pytest.skip("no golden case with audio.* keys")
     for case in cases:
         with backend.use(backend_name):
-            out = encoder.golden_stage(case)
+            out = stages.audio_stage(case)
         assert "audio.output" in out and "audio.hidden_states.0" in out
         for key, value in out.items():
             assert value.shape == case.golden[key].shape, key
@@ -123,7 +123,7 @@ def test_encode_audio_from_processor_outputs(golden_cases):
                                    case.config.thinker_config.audio_config, feats, mask)
         assert _rel(out, case.golden["audio.output"]) <= 1e-4
         # and from our own log-mel of the waveform(s): the whole audio arrow
-        ours_feats, ours_mask = mel.extract_features(mel.case_waveforms(case))
+        ours_feats, ours_mask = mel.extract_features(stages.case_waveforms(case))
         out2 = encoder.encode_audio(case.weights.scope("thinker.audio_tower."),
                                     case.config.thinker_config.audio_config, ours_feats, ours_mask)
         assert _rel(out2, case.golden["audio.output"]) <= 1e-4

@@ -1,5 +1,5 @@
-"""The backend switch: selection rules, the kernel() contract that omniref/nn.py relies on, validate mode,
-and both backends giving the same numbers through omniref.nn."""
+"""The backend switch: selection rules, the `ops` dispatch the models call (op name -> nn's definition or its
+C++ kernel), validate mode, and both backends giving the same numbers."""
 import subprocess
 import sys
 import threading
@@ -10,6 +10,7 @@ import pytest
 from omniref.errors import InputError
 
 from omniref import _native, backend, nn
+from omniref.backend import ops
 
 needs_native = pytest.mark.skipif(not _native.available(), reason="C++ extension not built")
 
@@ -28,6 +29,23 @@ def test_numpy_backend_has_no_kernels():
         assert backend.kernel("linear") is None and backend.kernel("attention") is None
     with pytest.raises(KeyError, match="no native kernel named 'conv'"):
         backend.kernel("conv")
+
+
+def test_every_nn_op_dispatches_to_its_definition_on_numpy():
+    with backend.use("numpy"):
+        for name in nn.__all__:
+            assert backend.op(name) is getattr(nn, name) and getattr(ops, name) is getattr(nn, name), name
+    with pytest.raises(KeyError, match="no op named 'conv'"):
+        ops.conv
+
+
+@needs_native
+def test_cpp_dispatch_takes_the_kernel_only_where_one_exists():
+    with backend.use("cpp"):
+        assert ops.linear is backend.kernel("linear") and ops.linear is not nn.linear
+        assert ops.layer_norm is nn.layer_norm                       # no kernel: the definition on both backends
+    assert set(backend.kernels()) == {"linear", "attention", "moe_experts", "gelu", "snake_beta", "causal_conv",
+                                      "causal_trans_conv", "conv2d_stride2", "rms_norm", "apply_rotary"}
 
 
 @needs_native
@@ -128,8 +146,8 @@ def test_validate_mode_records_differences():
     q = rng.standard_normal((2, 4, 8), dtype=np.float32)
     start = len(backend.validation_log)
     with backend.use("cpp"), backend.validate() as log:
-        nn.linear(x, w)
-        nn.attention(q, q, q, causal=True)
+        ops.linear(x, w)
+        ops.attention(q, q, q, causal=True)
     new = log[start:]
     assert [r.op for r in new] == ["linear", "attention"]
     assert new[0].shape == (5, 3) and new[1].shape == (2, 4, 8)

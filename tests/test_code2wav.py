@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
+from omniref import backend
 from omniref.codec import code2wav
-from omniref.codec.code2wav import (Code2Wav, causal_conv, causal_trans_conv, depthwise_causal_conv, embed_codes,
-                                    golden_stage, output_length, pre_transformer, snake_beta)
+from omniref.codec.code2wav import Code2Wav, embed_codes, output_length, pre_transformer
+from omniref.nn import causal_conv, causal_trans_conv, depthwise_causal_conv, snake_beta
+from omniref.stages import code2wav_stage as golden_stage
 from omniref.config import Code2WavConfig
 from omniref.golden import Case
 from omniref.tiny import tiny_config, tiny_weights
@@ -231,8 +233,8 @@ def test_vocoder_matches_independent_reference_in_float64(over, monkeypatch):
     def layer_norm64(x, weight, bias, eps):
         c = x - x.mean(-1, keepdims=True)
         return c / np.sqrt((c * c).mean(-1, keepdims=True) + eps) * weight + bias
-    monkeypatch.setattr(code2wav.nn, "layer_norm", layer_norm64)
-    monkeypatch.setattr(code2wav.nn, "gelu", lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2))))
+    monkeypatch.setitem(backend.OPS, "layer_norm", (layer_norm64, None))
+    monkeypatch.setitem(backend.OPS, "gelu", (lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2))), None))
     cfg = small_config(**over)
     w64 = {k: v.astype(F64) for k, v in small_weights(cfg).items()}
     x = np.random.default_rng(7).standard_normal((6, cfg["hidden_size"]))   # [T, Hc]

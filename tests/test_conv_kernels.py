@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from omniref import _native, backend
+from omniref.backend import ops
 from omniref.codec import code2wav as c2w
 
 pytestmark = pytest.mark.skipif(not _native.available(), reason="C++ extension not built")
@@ -30,8 +31,8 @@ def draw(n, cin, cout, k, seed):
 def truth_and_bound(x, w, b, d, r=None):
     """float64 value of the NumPy definition, and the float32 rounding bound (module docstring)."""
     with backend.use("numpy"):
-        y = c2w.causal_conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), d)
-        mag = c2w.causal_conv(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), None, d)
+        y = ops.causal_conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), d)
+        mag = ops.causal_conv(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), None, d)
     mag = mag + np.abs(b)
     if r is not None:
         y, mag = y + r, mag + np.abs(r)
@@ -59,7 +60,7 @@ def test_conv1d_matches_definition(isa, shape):
     assert np.all(np.abs(y - truth) <= bound), float(np.max(np.abs(y - truth) / bound))
     # the tap loop itself (float32) agrees with the same truth: both are float32 evaluations of one sum
     with backend.use("numpy"):
-        y_np = c2w.causal_conv(x, w, b, d)
+        y_np = ops.causal_conv(x, w, b, d)
     assert np.all(np.abs(y_np - truth) <= bound)
     # fused residual, and no bias
     truth_r, bound_r = truth_and_bound(x, w, b, d, r)
@@ -102,14 +103,14 @@ def test_backend_dispatch_and_residual_unit():
         ref = c2w.residual_unit(x, w, "u.", 9)
     with backend.use("cpp"):
         out = c2w.residual_unit(x, w, "u.", 9)
-        conv = c2w.causal_conv(x, w["u.conv1.conv.weight"], w["u.conv1.conv.bias"], 3)
+        conv = ops.causal_conv(x, w["u.conv1.conv.weight"], w["u.conv1.conv.bias"], 3)
     assert np.allclose(out, ref, rtol=1e-5, atol=1e-5)
     assert np.array_equal(conv, _native.conv1d(x, w["u.conv1.conv.weight"], w["u.conv1.conv.bias"], 3))
-    narrow = w["u.conv1.conv.weight"][:c2w.CPP_CONV_MIN_COUT - 1]                  # stays on the tap loop
+    narrow = w["u.conv1.conv.weight"][:backend.CPP_CONV_MIN_COUT - 1]                  # stays on the tap loop
     with backend.use("cpp"):
-        y_narrow = c2w.causal_conv(x, narrow, None, 3)
+        y_narrow = ops.causal_conv(x, narrow, None, 3)
     with backend.use("numpy"):
-        assert np.array_equal(y_narrow, c2w.causal_conv(x, narrow, None, 3))
+        assert np.array_equal(y_narrow, ops.causal_conv(x, narrow, None, 3))
     # float64 data keeps NumPy semantics (the kernel is float32 only)
     with backend.use("cpp"):
         y64 = backend.kernel("causal_conv")(x.astype(np.float64), w["u.conv1.conv.weight"].astype(np.float64),
@@ -147,7 +148,7 @@ def test_validation_errors():
     with pytest.raises(ValueError):
         _native._C.conv1d(x, w.transpose(0, 2, 1), b, 1, None, False)    # not C-contiguous
     with pytest.raises(ValueError, match="channels"), backend.use("cpp"):
-        c2w.causal_conv(x[:, :3], w, b)
+        ops.causal_conv(x[:, :3], w, b)
 
 
 # ---- transposed conv (upsampling) ----------------------------------------------------------------------------
@@ -155,8 +156,8 @@ def trans_truth_and_bound(x, w, b, r):
     """float64 value of code2wav.causal_trans_conv and the float32 bound: each output sums ceil(K/r)·Cin
     products (+1 for the bias)."""
     with backend.use("numpy"):
-        y = c2w.causal_trans_conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), r)
-        mag = c2w.causal_trans_conv(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64),
+        y = ops.causal_trans_conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), r)
+        mag = ops.causal_trans_conv(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64),
                                     np.abs(b).astype(np.float64), r)
     n = -(-w.shape[2] // r) * w.shape[0] + 1
     return y, n * EPS * mag + 1e-30
@@ -191,10 +192,10 @@ def test_trans_conv_dispatch_and_errors():
     w = (rng.standard_normal((40, 48, 10)) * 0.1).astype(F32)
     b = rng.standard_normal(48, dtype=F32)
     with backend.use("cpp"):
-        y = c2w.causal_trans_conv(x, w, b, 5)
+        y = ops.causal_trans_conv(x, w, b, 5)
     assert np.array_equal(y, _native.trans_conv1d(x, w, b, 5))      # cpp backend runs the kernel
     with backend.use("numpy"):
-        ref = c2w.causal_trans_conv(x, w, b, 5)
+        ref = ops.causal_trans_conv(x, w, b, 5)
     assert y.shape == ref.shape == (145, 48) and np.allclose(y, ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="channels"):
         _native.trans_conv1d(x[:, :39], w, b, 5)
@@ -217,22 +218,21 @@ CONV2D = [(2, 9, 7, 1, 20), (3, 40, 30, 1, 48), (2, 16, 11, 60, 40), (1, 1, 1, 3
 
 @pytest.mark.parametrize("shape", CONV2D, ids=lambda s: "x".join(map(str, s)))
 def test_conv2d_s2_matches_definition(isa, shape):
-    from omniref.audio.encoder import conv2d_stride2
     B, H, W, cin, cout = shape
     rng = np.random.default_rng(sum(shape))
     x = rng.standard_normal((B, H, W, cin), dtype=F32)
     w = (rng.standard_normal((cout, cin, 3, 3)) / np.sqrt(9 * cin)).astype(F32)
     b = rng.standard_normal(cout, dtype=F32)
     with backend.use("numpy"):
-        truth = conv2d_stride2(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
-        mag = conv2d_stride2(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), np.abs(b).astype(np.float64))
+        truth = ops.conv2d_stride2(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
+        mag = ops.conv2d_stride2(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), np.abs(b).astype(np.float64))
     bound = (9 * cin + 1) * EPS * mag + 1e-30
     y = _native.conv2d_s2(x, w, b)
     assert y.shape == ((B, (H - 1) // 2 + 1, (W - 1) // 2 + 1, cout)) and y.dtype == F32
     assert np.all(np.abs(y - truth) <= bound), float(np.max(np.abs(y - truth) / bound))
     assert np.all(np.abs(_native.conv2d_s2(x, w, b, naive=True) - truth) <= bound)
     with backend.use("cpp"):
-        assert np.array_equal(conv2d_stride2(x, w, b), y)               # the encoder dispatches to the kernel
+        assert np.array_equal(ops.conv2d_stride2(x, w, b), y)               # the encoder dispatches to the kernel
 
 
 def test_conv2d_s2_errors():

@@ -43,7 +43,8 @@ def test_demo_rejects_missing_input(tmp_path):
 
 def test_speak_reproduces_golden_end_to_end(golden_cases):
     """Thinker (from the raw golden inputs) -> speak -> the reference's talker codes and waveform."""
-    from omniref.thinker.model import Thinker, prompt_from_case
+    from omniref.stages import prompt_from_case
+    from omniref.thinker.model import Thinker
     cases = [Case(p) for p in golden_cases]
     cases = [c for c in cases if c.config is not None and "talker.wav" in c.golden and "talker.codes" in c.golden]
     if not cases:

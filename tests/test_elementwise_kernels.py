@@ -1,7 +1,7 @@
 """The C++ elementwise kernels (csrc/elementwise.cpp) against their NumPy specifications, on every ISA.
 
 gelu:       omniref.nn.gelu on the numpy backend (0.5x · (1 + erf(x/√2)) with scipy's float32 erf)
-snake_beta: omniref.codec.code2wav.snake_beta on the numpy backend (x + sin²(x·e^α) / (e^β + 1e-9))
+snake_beta: omniref.nn.snake_beta (the specification) (x + sin²(x·e^α) / (e^β + 1e-9))
 Both kernels evaluate erf / sin in double and round once, so they differ from the specification only by the
 last-bit rounding of erf / sin; every other float32 step is the same. The bounds below are that: one float32
 ulp of the transcendental, propagated through the formula (written out per test).
@@ -11,7 +11,7 @@ import pytest
 from scipy import special
 
 from omniref import _native, backend, nn
-from omniref.codec.code2wav import snake_beta
+from omniref.backend import ops
 
 pytestmark = pytest.mark.skipif(not _native.available(), reason="C++ extension not built")
 
@@ -26,7 +26,7 @@ def gelu_spec(x):
 
 def snake_spec(x, alpha, beta):
     with backend.use("numpy"), np.errstate(invalid="ignore"):
-        return snake_beta(x, alpha, beta)
+        return nn.snake_beta(x, alpha, beta)
 
 
 def wide_values(rng, n):
@@ -86,15 +86,15 @@ def test_gelu_dispatch_and_dtypes():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 9)).astype(F32)
     with backend.use("cpp"):
-        assert np.array_equal(nn.gelu(x), _native.gelu(x))
+        assert np.array_equal(ops.gelu(x), _native.gelu(x))
         x64 = x.astype(np.float64)
-        y64 = nn.gelu(x64)                                                   # float64 keeps NumPy's semantics
+        y64 = ops.gelu(x64)                                                   # float64 keeps NumPy's semantics
         assert y64.dtype == np.float64 and np.array_equal(y64, gelu_spec(x64))
-        assert np.array_equal(nn.gelu(x.T), _native.gelu(np.ascontiguousarray(x.T)))  # non-contiguous input
-        s = nn.gelu(F32(1.5))
+        assert np.array_equal(ops.gelu(x.T), _native.gelu(np.ascontiguousarray(x.T)))  # non-contiguous input
+        s = ops.gelu(F32(1.5))
         assert np.ndim(s) == 0 and np.isclose(float(s), 1.5 * 0.5 * (1 + special.erf(1.5 / np.sqrt(2))))
         with backend.validate() as log:
-            nn.gelu(x)
+            ops.gelu(x)
         assert log and log[-1].op == "gelu" and log[-1].max_rel < 1e-6
 
 
@@ -168,17 +168,17 @@ def test_snake_beta_dispatch_and_dtypes():
     alpha, beta = rng.standard_normal(6).astype(F32), rng.standard_normal(6).astype(F32)
     x_in = x.copy()
     with backend.use("cpp"):
-        assert np.array_equal(snake_beta(x, alpha, beta), _native.snake_beta(x, alpha, beta))
+        assert np.array_equal(ops.snake_beta(x, alpha, beta), _native.snake_beta(x, alpha, beta))
         assert np.array_equal(x, x_in)                                        # the input is not modified
-        y64 = snake_beta(x.astype(np.float64), alpha.astype(np.float64), beta.astype(np.float64))
+        y64 = ops.snake_beta(x.astype(np.float64), alpha.astype(np.float64), beta.astype(np.float64))
         assert y64.dtype == np.float64                                        # float64 keeps NumPy's semantics
         ref64 = x + np.sin(x * np.exp(alpha.astype(np.float64))) ** 2 / (np.exp(beta.astype(np.float64)) + 1e-9)
         np.testing.assert_allclose(y64, ref64, rtol=1e-12)
         with backend.validate() as log:
-            snake_beta(x, alpha, beta)
+            ops.snake_beta(x, alpha, beta)
         assert log and log[-1].op == "snake_beta" and log[-1].max_rel < 1e-6
     with backend.use("numpy"):
-        assert np.array_equal(snake_beta(x, alpha, beta), _native.snake_beta_reference(x, alpha, beta))
+        assert np.array_equal(ops.snake_beta(x, alpha, beta), nn.snake_beta(x, alpha, beta))
 
 
 def test_snake_beta_validation_errors():

@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
-from omniref import _native
+from omniref import _native, nn
 
 pytestmark = pytest.mark.skipif(not _native.available(), reason="C++ extension not built")
 
@@ -185,7 +185,7 @@ def test_attention(isa, case):
     assert rel_err(out, ref) < RTOL
     assert rel_err(_native.attention(q, k, v, causal, window, seg, mask, naive=True), ref) < RTOL
     # the NumPy reference in _native (float32) agrees too
-    assert rel_err(_native.attention_reference(q, k, v, causal, window, seg, mask), ref) < 1e-5
+    assert rel_err(nn.attention(q, k, v, causal=causal, sliding_window=window, segments=seg, mask=mask), ref) < 1e-5
 
 
 def test_attention_scale_and_large_scores(isa):
@@ -249,17 +249,6 @@ def test_isa_controls():
     assert "generic" in _native.supported_isas()
     with pytest.raises(ValueError):
         _native.set_isa("sse9")
-
-
-def test_group_by_expert():
-    idx = np.array([[3, 1], [1, 0], [3, 2]])
-    order, offsets = _native.group_by_expert(idx, 5)
-    assert offsets.tolist() == [0, 1, 3, 4, 6, 6]  # expert 4 unused: empty range
-    flat = idx.reshape(-1)
-    for e in range(5):
-        assert np.all(flat[order[offsets[e]:offsets[e + 1]]] == e)
-    with pytest.raises(ValueError, match="expert ids"):
-        _native.group_by_expert(idx, 3)
 
 
 # ------------------------------------------------------------------------------------------- optional CUDA

@@ -123,7 +123,7 @@ def test_moe_equals_dense_mixture(norm, shared):
     w = _moe_weights(E, H, I, shared)
     x = rng.standard_normal((L, H), dtype=np.float32)
     stats = []
-    got = moe(x, w, "", E, k, norm, stats=stats)
+    got = moe(x, w, "", E, k, norm, stats=stats, shared_expert=shared)
     x64 = x.astype(np.float64)
     logits = x64 @ w["gate.weight"].T
     p = np.exp(logits - logits.max(-1, keepdims=True))
@@ -174,7 +174,7 @@ def test_decoder_cache_matches_full_recompute():
                   p + "mlp.gate_proj.weight": rng.standard_normal((8, H), dtype=np.float32) * 0.3,
                   p + "mlp.up_proj.weight": rng.standard_normal((8, H), dtype=np.float32) * 0.3,
                   p + "mlp.down_proj.weight": rng.standard_normal((H, 8), dtype=np.float32) * 0.3})
-    dec = Decoder(w, 2, nh, nkv, hd, 1e-6, sliding_window=4)
+    dec = Decoder(w, 2, nh, nkv, hd, 1e-6, sliding_window=4, qk_norm=False)
     x = rng.standard_normal((L, H), dtype=np.float32)
     cos, sin = rope_cos_sin(np.arange(L, dtype=np.float32), hd, 100.0)
     full = dec.forward(x, cos, sin)
@@ -186,3 +186,38 @@ def test_decoder_cache_matches_full_recompute():
     hs = []
     dec.forward(x, cos, sin, hidden_states=hs)
     assert len(hs) == 3 and hs[0] is x and np.allclose(hs[-1], full)
+
+
+def test_decoder_variants_come_from_the_config():
+    """QK-norm, shared expert, layer scale and MoE layers follow the config fields, not the weight keys."""
+    from omniref.config import OmniConfig
+    from omniref.tiny import tiny_config
+    cfg = OmniConfig.from_dict(tiny_config())
+    thinker = Decoder.from_config({}, cfg.thinker_config.text_config)
+    talker = Decoder.from_config({}, cfg.talker_config.text_config)
+    predictor = Decoder.from_config({}, cfg.talker_config.code_predictor_config, num_experts=0)
+    code2wav = Decoder.from_config({}, cfg.code2wav_config)
+    assert thinker.qk_norm and not thinker.shared_expert and not thinker.layer_scale and thinker.is_moe_layer(0)
+    assert talker.shared_expert and all(talker.is_moe_layer(i) for i in range(talker.num_layers))
+    assert predictor.qk_norm and not predictor.is_moe_layer(0)
+    assert code2wav.layer_scale and not code2wav.qk_norm and not code2wav.is_moe_layer(0)
+
+
+def test_a_missing_weight_is_an_error_naming_the_key():
+    """A checkpoint without a layer's q_norm no longer runs a different model: the key is named."""
+    from omniref.errors import CheckpointError
+    H, nh, nkv, hd, L = 8, 2, 1, 4, 3
+    w = {"norm.weight": np.ones(H, np.float32)}
+    for name, shape in (("input_layernorm.weight", (H,)), ("post_attention_layernorm.weight", (H,)),
+                        ("self_attn.q_proj.weight", (nh * hd, H)), ("self_attn.k_proj.weight", (nkv * hd, H)),
+                        ("self_attn.v_proj.weight", (nkv * hd, H)), ("self_attn.o_proj.weight", (H, nh * hd)),
+                        ("self_attn.k_norm.weight", (hd,)), ("mlp.gate_proj.weight", (5, H)),
+                        ("mlp.up_proj.weight", (5, H)), ("mlp.down_proj.weight", (H, 5))):
+        w["layers.0." + name] = rng.standard_normal(shape).astype(np.float32)
+    x = rng.standard_normal((L, H)).astype(np.float32)
+    cos, sin = rope_cos_sin(np.arange(L), hd, 100.0)
+    with pytest.raises(CheckpointError, match="layers.0.self_attn.q_norm.weight"):
+        Decoder(w, 1, nh, nkv, hd, 1e-6).forward(x, cos, sin)
+    assert isinstance(CheckpointError("x"), ValueError)
+    w["layers.0.self_attn.q_norm.weight"] = np.ones(hd, np.float32)
+    assert Decoder(w, 1, nh, nkv, hd, 1e-6).forward(x, cos, sin).shape == (L, H)

@@ -3,6 +3,7 @@ held to the NumPy definitions in omniref/nn.py (float32 noise) and to float64 ma
 import numpy as np
 import pytest
 
+from omniref.backend import ops
 from omniref import _native, backend, nn
 from omniref.decoder import KVCache
 
@@ -67,7 +68,7 @@ def test_rotary_reads_strided_views_in_place():
     cos, sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
     view = q.transpose(1, 0, 2)                      # [nh, L, D], not contiguous
     assert not view.flags.c_contiguous
-    y = nn.apply_rotary(view, cos, sin)              # cpp backend by default
+    y = ops.apply_rotary(view, cos, sin)              # cpp backend by default
     assert y.flags.c_contiguous and y.shape == (nh, L, D)
     np.testing.assert_array_equal(y, _numpy(nn.apply_rotary, np.ascontiguousarray(view), cos, sin))
     # 2-D and 4-D inputs too
@@ -80,18 +81,18 @@ def test_nn_dispatch_and_fallbacks():
     rng = np.random.default_rng(2)
     x, w = _rand(rng, 4, 3, 8), _rand(rng, 8)
     with backend.use("cpp"):
-        np.testing.assert_allclose(nn.rms_norm(x, w, 1e-5), _numpy(nn.rms_norm, x, w, 1e-5), rtol=2e-6, atol=1e-6)
+        np.testing.assert_allclose(ops.rms_norm(x, w, 1e-5), _numpy(nn.rms_norm, x, w, 1e-5), rtol=2e-6, atol=1e-6)
         # float64 and broadcast cos/sin keep NumPy's semantics exactly (the definition runs)
         x64 = x.astype(np.float64)
-        assert nn.rms_norm(x64, w, 1e-5).dtype == np.float64
+        assert ops.rms_norm(x64, w, 1e-5).dtype == np.float64
         cos1 = np.cos(rng.uniform(size=(1, 8))).astype(np.float32)     # [1, D] broadcasts over L
-        out = nn.apply_rotary(x, cos1, cos1)
+        out = ops.apply_rotary(x, cos1, cos1)
         np.testing.assert_array_equal(out, _numpy(nn.apply_rotary, x, cos1, cos1))
         with backend.validate() as log:
             n0 = len(log)
-            nn.rms_norm(x, w, 1e-5)
-            nn.apply_rotary(x, cos1.repeat(3, 0), cos1.repeat(3, 0))
-            assert [r.op for r in log[n0:]] == ["rms_norm", "rotary"]
+            ops.rms_norm(x, w, 1e-5)
+            ops.apply_rotary(x, cos1.repeat(3, 0), cos1.repeat(3, 0))
+            assert [r.op for r in log[n0:]] == ["rms_norm", "apply_rotary"]
             assert max(r.max_rel for r in log[n0:]) < 1e-6
 
 
@@ -126,12 +127,12 @@ def test_attention_reads_kv_cache_views_in_place(Hq, Hkv, Lq, D):
     k, v = cache.append(0, _rand(rng, Hkv, Lq, D), _rand(rng, Hkv, Lq, D))       # [Hkv, 20 + Lq, D] views
     assert Hkv == 1 or not k.flags.c_contiguous
     q = _rand(rng, Hq, Lq, D)
-    ref = _native.attention_reference(q, np.ascontiguousarray(k), np.ascontiguousarray(v), causal=True)
+    ref = nn.attention(q, np.ascontiguousarray(k), np.ascontiguousarray(v), causal=True)
     for naive in (False, True):
         out = _native.attention(q, k, v, causal=True, naive=naive)
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
     with backend.use("numpy"):
-        np.testing.assert_allclose(nn.attention(q, k, v, causal=True), ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ops.attention(q, k, v, causal=True), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_attention_rejects_overlapping_or_scattered_kv():
@@ -145,7 +146,7 @@ def test_attention_rejects_overlapping_or_scattered_kv():
     with pytest.raises(ValueError, match="C-contiguous"):
         C.attention(q, scattered, k, False, 0, None, None, 0.5, False)
     # the Python wrapper copies such arrays instead, so the result is still right
-    np.testing.assert_allclose(_native.attention(q, scattered, k), _native.attention_reference(q, k, k), rtol=1e-6)
+    np.testing.assert_allclose(_native.attention(q, scattered, k), nn.attention(q, k, k), rtol=1e-6)
 
 
 def test_empty_shapes():

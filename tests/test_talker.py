@@ -13,7 +13,8 @@ from omniref.decoder import KVCache
 from omniref.golden import Case
 from omniref.talker import CodePredictor, Talker, build_talker_inputs
 from omniref.talker.inputs import ASSISTANT_PREFIX_ROWS, resize_mlp, talker_position_ids, tts_special_embeds
-from omniref.talker.model import golden_stage, reference_sampling, suppressed_ids
+from omniref.stages import talker_stage as golden_stage
+from omniref.talker.model import reference_sampling, suppressed_ids
 from omniref.checkpoint import check_weights, expected_shapes
 from omniref.tiny import TINY_TOKEN_IDS, tiny_config, tiny_weights, write_tiny_checkpoint
 from omniref.weights import load_weights

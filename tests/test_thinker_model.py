@@ -4,7 +4,8 @@ import pytest
 
 from omniref.config import load_config
 from omniref.golden import Case
-from omniref.thinker.model import Media, Thinker, ThinkerPrompt, golden_stage
+from omniref.stages import thinker_stage as golden_stage
+from omniref.thinker.model import Media, Thinker, ThinkerPrompt
 from omniref.thinker.positions import decode_positions
 from omniref.thinker.prompt import Audio, Image, PromptIds, Video, chat_prompt
 from omniref.thinker.sampling import SamplingConfig

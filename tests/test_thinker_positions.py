@@ -5,7 +5,8 @@ import pytest
 from omniref.audio.encoder import audio_output_length
 from omniref.golden import Case
 from omniref.thinker.positions import RopeIds, decode_positions, rope_ids_from_config, rope_index
-from omniref.thinker.prompt import Audio, Image, PromptIds, Video, chat_prompt, golden_processor_stage, media_tokens
+from omniref.thinker.prompt import Audio, Image, PromptIds, Video, chat_prompt, media_tokens
+from omniref.stages import processor_stage as golden_processor_stage
 from omniref.thinker.sampling import (SamplingConfig, apply_repetition_penalty, next_token, top_k_filter,
                                       top_p_filter)
 

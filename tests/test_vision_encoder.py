@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage, special
 
-from omniref import backend
+from omniref import backend, stages
 from omniref.config import load_config
 from omniref.golden import Case
 from omniref.tiny import tiny_config, tiny_weights
@@ -160,7 +160,7 @@ def test_matches_independent_reference(tower, grid, backend_name):
 # goldens
 # ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend_name", ["numpy", "cpp"])
-@pytest.mark.parametrize("prefix, stage", [("vision", enc.golden_stage), ("vision_video", enc.golden_video_stage)])
+@pytest.mark.parametrize("prefix, stage", [("vision", stages.vision_stage), ("vision_video", stages.vision_video_stage)])
 def test_golden_cases(golden_cases, prefix, stage, backend_name):
     cases = [c for c in map(Case, golden_cases) if f"{prefix}.output" in c.golden]
     if not cases:
@@ -219,7 +219,7 @@ def test_attention_grouping_and_query_chunks_change_nothing(tower, monkeypatch, 
     grid = np.array([[2, 4, 6], [1, 2, 2]])
     pv = _pixels(vc, grid, seed=9)
     ref, ref_deep = enc.encode_vision(w, vc, pv, grid)
-    monkeypatch.setattr(enc, "SCORE_BUDGET", budget)
+    monkeypatch.setattr(backend, "SCORE_BUDGET", budget)
     got, deep = enc.encode_vision(w, vc, pv, grid)
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
     for a, b in zip(deep, ref_deep):

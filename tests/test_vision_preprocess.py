@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from omniref import stages
 from omniref.errors import MediaError
 from omniref.golden import Case
 from omniref.vision import preprocess as pp
@@ -37,7 +38,7 @@ def _cases_with(golden_cases, key):
 
 def test_golden_image_stage(golden_cases):
     for case in _cases_with(golden_cases, "image.raw"):
-        got = pp.golden_image_stage(case)
+        got = stages.image_stage(case)
         g = case.golden
         assert set(got) == {k for k in ("image.resized", "image.pixel_values", "image.grid_thw") if k in g}
         if "image.resized" in g:
@@ -51,7 +52,7 @@ def test_golden_image_stage(golden_cases):
 
 def test_golden_video_stage(golden_cases):
     for case in _cases_with(golden_cases, "video.raw"):
-        got = pp.golden_video_stage(case)
+        got = stages.video_stage(case)
         g = case.golden
         np.testing.assert_array_equal(got["video.grid_thw"], g["video.grid_thw"], err_msg=case.name)
         assert got["video.pixel_values"].shape == g["video.pixel_values"].shape

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
+from omniref import stages
 from omniref.audio import mel, wav
 from omniref.golden import Case
 
@@ -166,7 +167,7 @@ case_dirs = sorted(p.parent for p in (ROOT / "tests" / "golden").glob("*/golden.
 for case in map(Case, case_dirs):
     if "mel.input_features" not in case.golden:
         continue
-    clips = mel.case_waveforms(case)                                    # mel.waveform or mel.waveform.{i}
+    clips = stages.case_waveforms(case)                                    # mel.waveform or mel.waveform.{i}
     ours, our_mask = mel.extract_features(clips)
     ref = case.golden["mel.input_features"]
     rel = np.abs(ours - ref).max() / np.abs(ref).max()

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from omniref import nn
+from omniref.backend import ops
 from omniref.audio import encoder, mel, wav
 from omniref.config import load_config
 from omniref.golden import Case
@@ -128,7 +129,7 @@ act = encoder.activation(cfg.activation_function)
 h = features[0, :, :chunk][None, :, :, None]                              # [1, 128, 100, 1]
 print(f"chunk as an image     {h.shape[1:3]} x 1 channel")
 for name in ("conv2d1", "conv2d2", "conv2d3"):
-    h = act(encoder.conv2d_stride2(h, tower[f"{name}.weight"], tower[f"{name}.bias"]))
+    h = act(ops.conv2d_stride2(h, tower[f"{name}.weight"], tower[f"{name}.bias"]))
     print(f"after {name}        {h.shape[1:3]} x {h.shape[3]} channels")
 flat = h[0].transpose(1, 2, 0).reshape(h.shape[2], -1)                    # [13, ds*16]
 tokens = nn.linear(flat, tower["conv_out.weight"]) + encoder.sinusoids(len(flat), cfg.d_model)

@@ -226,6 +226,7 @@ fig.savefig(FIGURES / "03_deepstack.png", dpi=90)
 # encoder to 1e-4 relative.
 
 # %%
+from omniref import stages
 from omniref.golden import Case
 
 for d in sorted((ROOT / "tests" / "golden").glob("*")) + sorted((ROOT.parent / "shared" / "golden").glob("*")):
@@ -233,7 +234,7 @@ for d in sorted((ROOT / "tests" / "golden").glob("*")) + sorted((ROOT.parent / "
         continue
     case = Case(d)
     g = case.golden
-    for stage in (pp.golden_image_stage, pp.golden_video_stage, encoder.golden_stage, encoder.golden_video_stage):
+    for stage in (stages.image_stage, stages.video_stage, stages.vision_stage, stages.vision_video_stage):
         for key, ours in stage(case).items():
             ref = g[key]
             rel = np.abs(ours.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-12)

@@ -24,7 +24,8 @@ from omniref import nn
 from omniref.config import load_config, qwen3_omni_30b_a3b_instruct
 from omniref.decoder import moe, swiglu
 from omniref.golden import Case
-from omniref.thinker.model import Thinker, ThinkerPrompt, prompt_from_case
+from omniref.stages import prompt_from_case
+from omniref.thinker.model import Thinker, ThinkerPrompt
 from omniref.tiny import write_tiny_checkpoint
 from omniref.weights import load_weights
 

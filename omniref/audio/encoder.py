@@ -1,4 +1,5 @@
-"""Log-mel features -> audio embeddings: the thinker's audio encoder `thinker.audio_tower` (FORMAT.md 6.1).
+"""Log-mel features -> audio embeddings: the thinker's audio encoder `thinker.audio_tower`
+(transformers' `Qwen3OmniMoeAudioEncoder`).
 
     features [M, T] --split into chunks of 2*n_window frames, zero-pad to the longest chunk--> [C, M, Tc]
       --3 x (conv 3x3 stride 2 + GELU)--> [C, M/8, Tc/8, ds] --flatten, conv_out, + sinusoid(0..)--> [C, t, d]
@@ -23,11 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from omniref import backend, nn
+from omniref import backend
+from omniref.backend import ops
 
 LAYER_NORM_EPS = 1e-5          # fixed in the reference (nn.LayerNorm default), not in config.json
 REFERENCE_CHUNK_FRAMES = 100   # the reference's length rule hard-codes 100-frame chunks (n_window = 50)
-IM2COL_BUDGET = 1 << 24        # floats (64 MiB) per im2col matrix: bounds the conv stem's memory, not its result
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -102,39 +103,15 @@ def sinusoids(length, channels, max_timescale=10000.0):
     return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
 
 
-def conv2d_stride2(x, weight, bias):
-    """3x3 convolution, stride 2, zero padding 1, as im2col + one GEMM (so nn.linear's GEMM does the work).
-
-    x [B, Hf, Wt, Cin] channels-last, weight [Cout, Cin, 3, 3], bias [Cout] -> [B, Hf', Wt', Cout] with
-    Hf' = (Hf - 1) // 2 + 1. Each output pixel's 3x3xCin neighbourhood is gathered into one row ordered
-    (ky, kx, cin): channels-last, the kx and cin of one ky are 3*Cin consecutive floats of the padded input, so
-    the gather is one copy of long contiguous runs (no per-tap arrays). The weight is put in the same order,
-    and the convolution is `rows @ weight'.T`.
-    On the cpp backend one C++ GEMM packs those rows straight from the neighbourhoods instead (csrc/conv.cpp):
-    the im2col matrix, 9x the input, is never written out.
-    """
-    fn = backend.kernel("conv2d_s2")
-    if fn is not None:
-        return fn(x, weight, bias)
-    b, h, w, cin = x.shape
-    h_out, w_out = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))                                # [B, Hf+2, Wt+2, Cin]
-    win = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(1, 2))         # [B, Hf, Wt, Cin, 3, 3] view
-    win = win[:, :2 * h_out - 1:2, :2 * w_out - 1:2].transpose(0, 1, 2, 4, 5, 3)    # [B, Hf', Wt', ky, kx, Cin]
-    cols = np.ascontiguousarray(win).reshape(b, h_out, w_out, 9 * cin)             # [B, Hf', Wt', 9*Cin]
-    w_rows = weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], 9 * cin)         # [Cout, (ky, kx, cin)]
-    return nn.linear(cols, w_rows, bias)                                            # [B, Hf', Wt', Cout]
-
-
 _ACTIVATIONS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
                 "silu": "silu", "swish": "silu"}
 
 
 def activation(name):
-    """The nn function behind a config's `activation_function` name ('gelu' = the exact erf GELU)."""
+    """The op behind a config's `activation_function` name ('gelu' = the exact erf GELU)."""
     if name not in _ACTIVATIONS:
         raise ValueError(f"unsupported audio activation_function {name!r}; known: {sorted(_ACTIVATIONS)}")
-    return getattr(nn, _ACTIVATIONS[name])
+    return lambda x: getattr(ops, _ACTIVATIONS[name])(x)
 
 
 def conv_stem(w, cfg, chunks):
@@ -142,21 +119,21 @@ def conv_stem(w, cfg, chunks):
 
     chunks [C, M, Tc] -> [C, t, d] with t = conv_length(Tc); positions 0..t-1 restart in every chunk.
     Chunks go through the convolutions in groups (at most `conv_chunksize`, the reference's own memory guard,
-    and few enough that the largest im2col matrix, conv2d2's, stays under IM2COL_BUDGET floats).
+    and few enough that the largest im2col matrix, conv2d2's, stays under backend.IM2COL_BUDGET floats).
     """
     act = activation(cfg.activation_function)
     _, m, tc = chunks.shape
     half = lambda n: (n - 1) // 2 + 1                                                # one stride-2 conv
     im2col_per_chunk = half(half(m)) * half(half(tc)) * 9 * cfg.downsample_hidden_size  # conv2d2's rows x cols
-    step = max(1, min(int(cfg.conv_chunksize or len(chunks)), IM2COL_BUDGET // im2col_per_chunk))
+    step = backend.items_per_call(im2col_per_chunk, len(chunks), cfg.conv_chunksize)   # memory bound
     out = []
     for start in range(0, len(chunks), step):
         x = chunks[start:start + step, :, :, None]                                  # [c, M, Tc, 1]: 1-channel image
         for name in ("conv2d1", "conv2d2", "conv2d3"):
-            x = act(conv2d_stride2(x, w[f"{name}.weight"], w[f"{name}.bias"]))      # [c, Hf', Wt', ds]
+            x = act(ops.conv2d_stride2(x, w[f"{name}.weight"], w[f"{name}.bias"]))      # [c, Hf', Wt', ds]
         c, hf, t, ds = x.shape
         x = x.transpose(0, 2, 3, 1).reshape(c, t, ds * hf)                          # [c, t, ds*Hf]: index ch*Hf + f
-        out.append(nn.linear(x, w["conv_out.weight"]))                              # [c, t, d] (no bias)
+        out.append(ops.linear(x, w["conv_out.weight"]))                              # [c, t, d] (no bias)
     x = np.concatenate(out, axis=0)                                                  # [C, t, d]
     if x.shape[1] > cfg.max_source_positions:
         raise ValueError(f"a chunk yields {x.shape[1]} tokens, more than max_source_positions "
@@ -165,25 +142,26 @@ def conv_stem(w, cfg, chunks):
 
 
 def encoder_layer(w, x, n_heads, segments, act):
-    """One pre-norm transformer layer with block-diagonal self-attention.  [N, d] -> [N, d]
+    """One pre-norm transformer layer with block-diagonal self-attention (`Qwen3OmniMoeAudioEncoderLayer`).
+    [N, d] -> [N, d]
 
     w: weights of `layers.{i}.` (relative keys). Attention is bidirectional inside a window, absent across.
     """
     n, d = x.shape
     hd = d // n_heads
-    h = nn.layer_norm(x, w["self_attn_layer_norm.weight"], w["self_attn_layer_norm.bias"], LAYER_NORM_EPS)
+    h = ops.layer_norm(x, w["self_attn_layer_norm.weight"], w["self_attn_layer_norm.bias"], LAYER_NORM_EPS)
 
     def heads(name):                                                                 # [N, d] -> [nh, N, hd]
-        y = nn.linear(h, w[f"self_attn.{name}.weight"], w[f"self_attn.{name}.bias"])
+        y = ops.linear(h, w[f"self_attn.{name}.weight"], w[f"self_attn.{name}.bias"])
         return y.reshape(n, n_heads, hd).transpose(1, 0, 2)
 
-    attn = nn.attention(heads("q_proj"), heads("k_proj"), heads("v_proj"), segments=segments,
+    attn = ops.attention(heads("q_proj"), heads("k_proj"), heads("v_proj"), segments=segments,
                         scale=hd ** -0.5)                                            # [nh, N, hd]
     attn = attn.transpose(1, 0, 2).reshape(n, d)                                     # [N, d]
-    x = x + nn.linear(attn, w["self_attn.out_proj.weight"], w["self_attn.out_proj.bias"])
-    h = nn.layer_norm(x, w["final_layer_norm.weight"], w["final_layer_norm.bias"], LAYER_NORM_EPS)
-    h = act(nn.linear(h, w["fc1.weight"], w["fc1.bias"]))                            # [N, ffn]
-    return x + nn.linear(h, w["fc2.weight"], w["fc2.bias"])                          # [N, d]
+    x = x + ops.linear(attn, w["self_attn.out_proj.weight"], w["self_attn.out_proj.bias"])
+    h = ops.layer_norm(x, w["final_layer_norm.weight"], w["final_layer_norm.bias"], LAYER_NORM_EPS)
+    h = act(ops.linear(h, w["fc1.weight"], w["fc1.bias"]))                            # [N, ffn]
+    return x + ops.linear(h, w["fc2.weight"], w["fc2.bias"])                          # [N, d]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -232,9 +210,9 @@ def audio_encoder(w, cfg, input_features, feature_lens):
         hidden_states.append(x)
 
     # 7. ln_post, proj1, act, proj2
-    h = nn.layer_norm(x, w["ln_post.weight"], w["ln_post.bias"], LAYER_NORM_EPS)
-    h = act(nn.linear(h, w["proj1.weight"], w["proj1.bias"]))                        # [N, d]
-    return nn.linear(h, w["proj2.weight"], w["proj2.bias"]), hidden_states           # [N, O]
+    h = ops.layer_norm(x, w["ln_post.weight"], w["ln_post.bias"], LAYER_NORM_EPS)
+    h = act(ops.linear(h, w["proj1.weight"], w["proj1.bias"]))                        # [N, d]
+    return ops.linear(h, w["proj2.weight"], w["proj2.bias"]), hidden_states           # [N, O]
 
 
 def encode_audio(weights, audio_config, input_features, feature_attention_mask):
@@ -254,14 +232,3 @@ def encode_audio(weights, audio_config, input_features, feature_attention_mask):
         raise ValueError("feature_attention_mask must mark a prefix of valid frames in every row")
     valid = np.concatenate([feats[b, :, :n] for b, n in enumerate(lens)], axis=1)    # [M, sum(lens)]
     return audio_encoder(weights, audio_config, valid, lens)[0]
-
-
-def golden_stage(case):
-    """`audio.hidden_states.{i}` and `audio.output` from `audio.input_features` + `audio.feature_lens`."""
-    if case.weights is None or case.config is None or "audio.input_features" not in case.golden:
-        return {}
-    out, hidden = audio_encoder(case.weights.scope("thinker.audio_tower."), case.config.thinker_config.audio_config,
-                                case.golden["audio.input_features"], case.golden["audio.feature_lens"])
-    result = {f"audio.hidden_states.{i}": h for i, h in enumerate(hidden)}
-    result["audio.output"] = out
-    return {k: v for k, v in result.items() if k in case.golden}

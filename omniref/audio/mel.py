@@ -1,4 +1,5 @@
-"""Waveform -> log-mel features, exactly as Qwen3-Omni's processor computes them (FORMAT.md 5.1).
+"""Waveform -> log-mel features, exactly as Qwen3-Omni's processor computes them
+(transformers' `WhisperFeatureExtractor`).
 
 The processor is Whisper's feature extractor with 128 mel bins, `n_fft` 400 (25 ms), hop 160 (10 ms) at
 16 kHz, no dither, padding to the longest clip of the call and no truncation. The chain, one function each:
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from omniref.golden import numbered
 
 # Whisper / Qwen3-Omni processor settings (Hub preprocessor_config.json); a case's meta.json may override them.
 SAMPLING_RATE = 16000
@@ -148,7 +148,7 @@ def check_waveform(waveform, name="waveform"):
 
 def extract_features(waveforms, num_mel_bins=NUM_MEL_BINS, n_fft=N_FFT, hop_length=HOP_LENGTH,
                      sampling_rate=SAMPLING_RATE):
-    """Log-mel features of several clips in one call, padded to the longest clip (FORMAT.md 5.1).
+    """Log-mel features of several clips in one call, padded to the longest clip (`WhisperFeatureExtractor.__call__`).
 
     waveforms: one [N] array or a list of B arrays [N_b] (mono, already at `sampling_rate`).
     Returns (input_features [B, M, T] float32, attention_mask [B, T] int32) with T = max N_b // hop.
@@ -201,29 +201,3 @@ def mfcc(log_mel_features, n_mfcc=20):
 # ----------------------------------------------------------------------------------------------------------
 # Golden stage
 # ----------------------------------------------------------------------------------------------------------
-def _settings(case):
-    """Extractor settings of a case: meta.json's recorded extractor init, else config.json, else defaults."""
-    init = ((case.meta or {}).get("preprocessing", {}).get("feature_extractor", {}).get("init", {}))
-    n_mels = init.get("feature_size")
-    if n_mels is None and case.config is not None:
-        n_mels = case.config.thinker_config.audio_config.num_mel_bins
-    return dict(num_mel_bins=int(n_mels or NUM_MEL_BINS), n_fft=int(init.get("n_fft", N_FFT)),
-                hop_length=int(init.get("hop_length", HOP_LENGTH)),
-                sampling_rate=int(init.get("sampling_rate", SAMPLING_RATE)))
-
-
-def case_waveforms(case):
-    """The clips of a case in prompt order: `mel.waveform`, or `mel.waveform.0`, `.1`, ... (list of [N_b])."""
-    if "mel.waveform" in case.golden:
-        return [np.asarray(case.golden["mel.waveform"])]
-    return [np.asarray(c) for c in numbered(case.golden, "mel.waveform.")]
-
-
-def golden_stage(case):
-    """`mel.input_features` [B, M, T] and `mel.attention_mask` [B, T] from the case's waveform(s)."""
-    clips = case_waveforms(case)
-    if not clips:
-        return {}
-    features, mask = extract_features(clips, **_settings(case))
-    out = {"mel.input_features": features, "mel.attention_mask": mask}
-    return {k: v for k, v in out.items() if k in case.golden}

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _native, nn
+from .. import _native
+from ..backend import ops
 from .timing import GF, best_time, both, settle
 
 def bench_kernels(quick: bool) -> dict:
@@ -38,7 +39,7 @@ def bench_attention(quick: bool) -> dict:
     rng = np.random.default_rng(1)
     q, k, v = (rng.standard_normal((H, L, D), dtype=np.float32) for _ in range(3))
     flops = 2 * 2.0 * H * L * L * D / 2  # QK^T and PV, causal half
-    t = both(lambda: nn.attention(q, k, v, causal=True), 1 if quick else 2)
+    t = both(lambda: ops.attention(q, k, v, causal=True), 1 if quick else 2)
     res = {"shape": [H, L, D], "numpy_s": t["numpy"], "cpp_s": t["cpp"], "cpp_gflops": flops / t["cpp"] / GF,
            "ratio_vs_numpy": t["numpy"] / t["cpp"], "target_vs_numpy": 3.0}
     try:  # optional: torch's SDPA, only when torch happens to be installed

@@ -6,7 +6,8 @@ import time
 
 import numpy as np
 
-from .. import _native, backend, nn
+from .. import _native, backend
+from ..backend import ops
 from ..audio.encoder import audio_encoder
 from ..checkpoint import expected_shapes
 from ..codec.code2wav import Code2Wav
@@ -68,12 +69,12 @@ def bench_thinker(quick: bool) -> dict:
         t0 = time.perf_counter()
         cos, sin = rope_cos_sin(pos3(0, L), hd, theta, sec)
         h = dec.forward(embed[ids], cos, sin, cache)
-        tok = int(np.argmax(nn.linear(h[-1:], lm_head)[0]))
+        tok = int(np.argmax(ops.linear(h[-1:], lm_head)[0]))
         t1 = time.perf_counter()
         for s in range(new - 1):  # greedy decode, logits only for the last position
             cos, sin = rope_cos_sin(pos3(L + s, 1), hd, theta, sec)
             h = dec.forward(embed[[tok]], cos, sin, cache)
-            tok = int(np.argmax(nn.linear(h, lm_head)[0]))
+            tok = int(np.argmax(ops.linear(h, lm_head)[0]))
         return t1 - t0, (new - 1) / (time.perf_counter() - t1)
 
     res = {"layers": layers, "prompt_tokens": L, "new_tokens": new}

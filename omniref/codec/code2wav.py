@@ -1,4 +1,4 @@
-"""Code2Wav: residual-VQ speech codes -> 24 kHz waveform (FORMAT.md 6.8).
+"""Code2Wav: residual-VQ speech codes -> 24 kHz waveform (transformers' `Qwen3OmniMoeCode2Wav`).
 
 The talker emits, every 80 ms (12.5 Hz), one code per quantizer. Code2Wav turns that [Q, T] grid into sound
 with a fully causal network, so audio can stream out while the talker is still speaking:
@@ -10,7 +10,8 @@ with a fully causal network, so audio can stream out while the talker is still s
                  SnakeBeta, transposed conv ×r (channels halve), 3 dilated residual units (d = 1, 3, 9)
       --SnakeBeta, causal conv -> 1 channel, clamp to [-1, 1]--> wav [S]                          (24 kHz)
 
-Two conventions explain every sample count (FORMAT.md 6.8, reference behaviour 9.7):
+Two conventions explain every sample count (`Qwen3OmniMoeCausalConvNet`,
+`Qwen3OmniMoeCausalTransConvNet`):
   * causal conv: pad d·(k-1) zeros on the LEFT only, so output t never sees input t+1 ("no future").
   * causal transposed conv (kernel K, stride r): the full transposed conv has (n-1)·r + K samples; the
     reference trims K - r at the start AND at the end. With K = 2r every decoder block loses r samples,
@@ -33,21 +34,18 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .. import backend, nn
+from ..backend import ops
 from ..config import Code2WavConfig
 from ..errors import InputError
 from ..decoder import Decoder, rope_cos_sin
 from ..weights import WeightView
 
-__all__ = ["Code2Wav", "embed_codes", "pre_transformer", "causal_conv", "depthwise_causal_conv",
-           "causal_trans_conv", "snake_beta", "convnext_block", "residual_unit", "decoder_block",
-           "output_length", "golden_stage"]
+__all__ = ["Code2Wav", "embed_codes", "pre_transformer", "convnext_block", "residual_unit", "decoder_block",
+           "output_length"]
 
 F32 = np.float32
 LAYER_NORM_EPS = 1e-6          # ConvNeXt's LayerNorm (fixed in the reference, not in the config)
-SNAKE_EPS = 1e-9               # keeps 1 / e^β finite (the reference's `no_div_by_zero`)
 RESIDUAL_DILATIONS = (1, 3, 9)  # the three residual units of every decoder block (HiFi-GAN / DAC style)
-CPP_CONV_MIN_COUT = 32         # narrower convs (the final one: 1 channel) are faster on the tap loop
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -69,7 +67,8 @@ def embed_codes(codes: np.ndarray, table: np.ndarray, codebook_size: int) -> np.
 # 2. Pre-transformer: Qwen3 decoder layers over the code frames (12.5 Hz, sliding window)
 # ----------------------------------------------------------------------------------------------------------
 def pre_transformer(x: np.ndarray, w: Mapping, cfg: Code2WavConfig) -> np.ndarray:
-    """Qwen3 decoder layers over the code frames (omniref/decoder.py).  [T, Hc] -> [T, Hc]
+    """Qwen3 decoder layers over the code frames (`Qwen3OmniMoeCode2WavTransformerModel`; omniref/decoder.py).
+    [T, Hc] -> [T, Hc]
 
     What makes it Code2Wav's: no q/k norm (the checkpoint has no q_norm keys), plain 1-D RoPE over frames
     0..T-1, causal attention limited to a sliding window (frame t sees t-sliding_window+1 .. t, so streaming
@@ -83,149 +82,48 @@ def pre_transformer(x: np.ndarray, w: Mapping, cfg: Code2WavConfig) -> np.ndarra
 
 
 # ----------------------------------------------------------------------------------------------------------
-# 3. Convolution building blocks, time-major: x [N, C] (samples x channels), the transpose of PyTorch's
-#    Conv1d layout [C, N]. A conv tap is then a matrix product over a contiguous block of rows, LayerNorm and
-#    Linear act on the last axis as usual, and the interleaving of a transposed conv is a free reshape.
-#    Weights stay in their checkpoint layout.
+# 3. Convolution blocks, time-major: x [N, C] (samples x channels), the transpose of PyTorch's Conv1d layout
+#    [C, N]. The ops themselves (causal_conv, causal_trans_conv, snake_beta, depthwise_causal_conv) are
+#    defined in omniref/nn.py and called through `ops`.
 # ----------------------------------------------------------------------------------------------------------
-def causal_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, dilation: int = 1) -> np.ndarray:
-    """Causal 1-D convolution, stride 1.  x [N, Cin], weight [Cout, Cin, K], bias [Cout] -> [N, Cout]
-
-    y[t] = b + Σ_j W[:, :, j] · x[t - s_j],  s_j = d·(K-1-j) samples back, x = 0 before the start (the
-    reference pads d·(K-1) zeros on the left). Instead of padding, tap j adds its product only to the rows
-    t >= s_j that have a real input: one matrix product per tap into a reused buffer, at BLAS speed.
-    On the cpp backend the same sum runs as ONE matrix product over K·Cin (csrc/conv.cpp packs the shifted
-    input rows straight into the GEMM's panels: an implicit im2col), a single pass over the output.
-    """
-    Cout, Cin, K = weight.shape
-    if x.shape[1] != Cin:
-        raise ValueError(f"causal_conv: input has {x.shape[1]} channels, weight expects {Cin}")
-    fn = backend.kernel("causal_conv")
-    if fn is not None and Cout >= CPP_CONV_MIN_COUT:       # cpp backend: one GEMM, implicit im2col (csrc/conv.cpp)
-        return fn(x, weight, bias, dilation)
-    N = x.shape[0]
-    taps = np.ascontiguousarray(weight.transpose(2, 1, 0))                         # [K, Cin, Cout]
-    y = np.matmul(x, taps[K - 1])                                                  # tap K-1 sees x[t]: [N, Cout]
-    if bias is not None:
-        y += bias
-    tmp = np.empty_like(y) if K > 1 else None
-    for j in range(K - 1):
-        s = dilation * (K - 1 - j)                                                 # tap j looks s samples back
-        if s < N:
-            y[s:] += np.matmul(x[:N - s], taps[j], out=tmp[:N - s])                # rows t >= s: [N-s, Cout]
-    return y
-
-
-def depthwise_causal_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """Causal conv with groups = channels: every channel filtered by its own K taps.
-    x [N, C], weight [C, 1, K], bias [C] -> [N, C]"""
-    C, _, K = weight.shape
-    N = x.shape[0]
-    y = x * weight[:, 0, K - 1] + bias                                             # [N, C]
-    tmp = np.empty_like(y)
-    for j in range(K - 1):
-        s = K - 1 - j
-        if s < N:
-            y[s:] += np.multiply(x[:N - s], weight[:, 0, j], out=tmp[:N - s])      # [N-s, C]
-    return y
-
-
-def causal_trans_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
-    """Transposed conv (upsampling ×r), trimmed K - r at both ends as in the reference.
-    x [n, Cin], weight [Cin, Cout, K] (PyTorch ConvTranspose1d layout), bias [Cout] -> [(n+1)·r - K, Cout]
-
-    Input sample t spreads K output samples starting at t·r:  full[t·r + k] += W[:, :, k]ᵀ x[t].
-    One matrix product gives every (t, k) contribution; an overlap-add places them. The right trim drops the
-    samples that would still receive a contribution from the next (unseen) input sample.
-    On the cpp backend the same sum runs by phase: output sample u·r + p only gets taps k ≡ p (mod r), so each
-    phase is a causal conv over x with ceil(K/r) taps, and all r phases are one GEMM whose rows are already
-    interleaved (csrc/conv_kernels.inc) -- no reordered weight copy, no overlap-add.
-    """
-    Cin, Cout, K = weight.shape
-    r = stride
-    if x.shape[1] != Cin:
-        raise ValueError(f"causal_trans_conv: input has {x.shape[1]} channels, weight expects {Cin}")
-    fn = backend.kernel("trans_conv")
-    if fn is not None and Cout >= CPP_CONV_MIN_COUT:       # cpp backend: phases as one conv GEMM (csrc/conv.cpp)
-        return fn(x, weight, bias, stride)
-    n = x.shape[0]
-    m = -(-K // r)                                                                  # blocks of r taps
-    if K != m * r:                                                                  # pad taps to m·r
-        weight = np.concatenate([weight, np.zeros((Cin, Cout, m * r - K), weight.dtype)], axis=2)
-    W = weight.transpose(0, 2, 1).reshape(Cin, m * r * Cout)                        # [Cin, (k, o)]
-    Z = np.matmul(x, W).reshape(n, m, r * Cout)                                     # [n, m, r·Cout]
-    full = np.empty((n + m - 1, r * Cout), Z.dtype)                                 # [n+m-1, r·Cout]
-    full[:n] = Z[:, 0]                                                              # overlap-add: tap b·r + p
-    full[n:] = 0                                                                    # of input t goes to row t+b
-    for b in range(1, m):
-        full[b:b + n] += Z[:, b]
-    full += np.tile(bias, r)                                                        # bias of every sample
-    full = full.reshape((n + m - 1) * r, Cout)[:(n - 1) * r + K]                    # [(n-1)·r + K, Cout]
-    trim = K - r
-    return full[trim:full.shape[0] - trim]                                          # [(n+1)·r - K, Cout]
-
-
-def snake_beta(x: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """SnakeBeta (BigVGAN, Lee et al. 2023): x + sin²(e^α x) / (e^β + 1e-9), per channel.  [N, C] -> [N, C]
-
-    A periodic activation: the sin² term gives the network an easy way to produce oscillations (audio is
-    periodic). α (frequency) and β (magnitude) are stored as logarithms.
-    On the cpp backend a C++ kernel (csrc/elementwise.cpp) computes the same steps, SIMD on all cores.
-    """
-    fn = backend.kernel("snake_beta")
-    if fn is not None:
-        return fn(x, alpha, beta)
-    a = np.exp(alpha)                                                               # [C]
-    inv_b = F32(1.0) / (np.exp(beta) + F32(SNAKE_EPS))                              # [C]
-    s = x * a
-    np.sin(s, out=s)
-    s *= s
-    s *= inv_b
-    s += x
-    return s
-
-
 def convnext_block(x: np.ndarray, w: Mapping, p: str) -> np.ndarray:
-    """ConvNeXt block (Liu et al. 2022) on audio.  x [N, C] -> [N, C]
+    """ConvNeXt block (Liu et al. 2022; `Qwen3OmniMoeConvNeXtBlock`) on audio.  x [N, C] -> [N, C]
 
     causal depthwise conv (k=7) -> LayerNorm over channels -> Linear C->4C -> GELU -> Linear 4C->C,
     scaled by `gamma` and added to the input.
     """
-    y = depthwise_causal_conv(x, w[p + "dwconv.conv.weight"], w[p + "dwconv.conv.bias"])  # [N, C]
-    y = nn.layer_norm(y, w[p + "norm.weight"], w[p + "norm.bias"], LAYER_NORM_EPS)
-    y = nn.gelu(nn.linear(y, w[p + "pwconv1.weight"], w[p + "pwconv1.bias"]))             # [N, 4C]
-    y = nn.linear(y, w[p + "pwconv2.weight"], w[p + "pwconv2.bias"])                      # [N, C]
+    y = ops.depthwise_causal_conv(x, w[p + "dwconv.conv.weight"], w[p + "dwconv.conv.bias"])  # [N, C]
+    y = ops.layer_norm(y, w[p + "norm.weight"], w[p + "norm.bias"], LAYER_NORM_EPS)
+    y = ops.gelu(ops.linear(y, w[p + "pwconv1.weight"], w[p + "pwconv1.bias"]))             # [N, 4C]
+    y = ops.linear(y, w[p + "pwconv2.weight"], w[p + "pwconv2.bias"])                      # [N, C]
     return x + w[p + "gamma"] * y
 
 
 def residual_unit(x: np.ndarray, w: Mapping, p: str, dilation: int) -> np.ndarray:
-    """x + conv2(Snake(conv1(Snake(x)))), conv1 causal k=7 with `dilation`, conv2 k=1.  [N, C] -> [N, C]
+    """x + conv2(Snake(conv1(Snake(x)))), conv1 causal k=7 with `dilation`, conv2 k=1
+    (`Qwen3OmniMoeCode2WavDecoderResidualUnit`).  [N, C] -> [N, C]
 
     Dilations 1, 3, 9 let three units see 6·(1+3+9) = 78 past samples at this stage's rate.
     """
-    h = snake_beta(x, w[p + "act1.alpha"], w[p + "act1.beta"])
-    h = causal_conv(h, w[p + "conv1.conv.weight"], w[p + "conv1.conv.bias"], dilation)
-    h = snake_beta(h, w[p + "act2.alpha"], w[p + "act2.beta"])
-    fn = backend.kernel("causal_conv")
-    if fn is not None:                                        # cpp backend: the skip add fused into the k=1 conv
-        return fn(h, w[p + "conv2.conv.weight"], w[p + "conv2.conv.bias"], 1, x)
-    h = causal_conv(h, w[p + "conv2.conv.weight"], w[p + "conv2.conv.bias"])
-    h += x
-    return h
+    h = ops.snake_beta(x, w[p + "act1.alpha"], w[p + "act1.beta"])
+    h = ops.causal_conv(h, w[p + "conv1.conv.weight"], w[p + "conv1.conv.bias"], dilation)
+    h = ops.snake_beta(h, w[p + "act2.alpha"], w[p + "act2.beta"])
+    return ops.causal_conv(h, w[p + "conv2.conv.weight"], w[p + "conv2.conv.bias"], 1, residual=x)  # + x
 
 
 def decoder_block(x: np.ndarray, w: Mapping, p: str, rate: int) -> np.ndarray:
-    """SnakeBeta -> transposed conv ×rate (kernel 2·rate, channels halve) -> residual units d = 1, 3, 9.
+    """SnakeBeta -> transposed conv ×rate (kernel 2·rate, channels halve) -> residual units d = 1, 3, 9
+    (`Qwen3OmniMoeCode2WavDecoderBlock`).
     x [n, C] -> [(n-1)·rate, C/2]"""
-    x = snake_beta(x, w[p + "block.0.alpha"], w[p + "block.0.beta"])
-    x = causal_trans_conv(x, w[p + "block.1.conv.weight"], w[p + "block.1.conv.bias"], rate)
+    x = ops.snake_beta(x, w[p + "block.0.alpha"], w[p + "block.0.beta"])
+    x = ops.causal_trans_conv(x, w[p + "block.1.conv.weight"], w[p + "block.1.conv.bias"], rate)
     for u, d in enumerate(RESIDUAL_DILATIONS):
         x = residual_unit(x, w, f"{p}block.{u + 2}.", d)
     return x
 
 
 def output_length(T: int, cfg: Code2WavConfig) -> int:
-    """Samples produced by one forward over T frames (FORMAT.md 6.8, step 4).
+    """Samples produced by one forward over T frames (`Qwen3OmniMoeCode2Wav.forward`).
 
     Upsampling stages (kernel = stride = r) multiply exactly; each decoder block (kernel 2r) turns n into
     (n - 1)·r. Default config: ((((4T-1)·8-1)·5-1)·4-1)·3 = 1920·T - 555.
@@ -302,14 +200,14 @@ class Code2Wav:
         w, cfg = self.w, self.cfg
         for i, r in enumerate(cfg.upsampling_ratios):                               # 12.5 Hz -> 50 Hz
             p = f"upsample.{i}."
-            x = causal_trans_conv(x, w[p + "0.conv.weight"], w[p + "0.conv.bias"], r)  # [N·r, Hc]
+            x = ops.causal_trans_conv(x, w[p + "0.conv.weight"], w[p + "0.conv.bias"], r)  # [N·r, Hc]
             x = convnext_block(x, w, p + "1.")
-        x = causal_conv(x, w["decoder.0.conv.weight"], w["decoder.0.conv.bias"])    # [N, Dd]
+        x = ops.causal_conv(x, w["decoder.0.conv.weight"], w["decoder.0.conv.bias"])    # [N, Dd]
         for i, r in enumerate(cfg.upsample_rates):                                  # 50 Hz -> 24 kHz
             x = decoder_block(x, w, f"decoder.{i + 1}.", r)                         # [(N-1)·r, C/2]
         j = len(cfg.upsample_rates) + 1
-        x = snake_beta(x, w[f"decoder.{j}.alpha"], w[f"decoder.{j}.beta"])
-        x = causal_conv(x, w[f"decoder.{j + 1}.conv.weight"], w[f"decoder.{j + 1}.conv.bias"])  # [S, 1]
+        x = ops.snake_beta(x, w[f"decoder.{j}.alpha"], w[f"decoder.{j}.beta"])
+        x = ops.causal_conv(x, w[f"decoder.{j + 1}.conv.weight"], w[f"decoder.{j + 1}.conv.bias"])  # [S, 1]
         return np.clip(x[:, 0], -1.0, 1.0)                                          # [S]
 
     def __call__(self, codes) -> np.ndarray:
@@ -321,7 +219,7 @@ class Code2Wav:
 
     def chunked_decode(self, codes, chunk_size: int = 300, left_context_size: int = 25) -> np.ndarray:
         """Streaming decode: chunks of `chunk_size` frames, each re-run with up to `left_context_size`
-        earlier frames as context whose samples are then dropped (FORMAT.md 6.8, step 5).
+        earlier frames as context whose samples are then dropped (`Qwen3OmniMoeCode2Wav.chunked_decode`).
         codes [Q, T] -> [S'] or [B, Q, T] -> [B, 1, S'],  S' = Σ_chunks output_length(chunk) (1920·T - 555·chunks).
 
         A chunk equals the matching stretch of the one-shot output only where the left context covers the
@@ -343,22 +241,3 @@ class Code2Wav:
             start = end
         wav = np.concatenate(wavs, axis=-1)[:, None, :]                             # [B, 1, S']
         return wav[0, 0] if single else wav
-
-
-# ----------------------------------------------------------------------------------------------------------
-# 5. Golden stage (python -m omniref verify CASE --stage code2wav)
-# ----------------------------------------------------------------------------------------------------------
-def golden_stage(case) -> dict[str, np.ndarray]:
-    """`code2wav.wav` and `code2wav.wav_chunked` from `code2wav.codes` and the case's code2wav weights."""
-    g = case.golden
-    if case.config is None or case.weights is None or "code2wav.codes" not in g:
-        return {}
-    model = Code2Wav(case.config.code2wav_config, case.weights.scope("code2wav."))
-    codes = g["code2wav.codes"]                                                     # [1, Q, T]
-    out = {}
-    if "code2wav.wav" in g:
-        out["code2wav.wav"] = model(codes)                                          # [1, 1, S]
-    if "code2wav.wav_chunked" in g:
-        out["code2wav.wav_chunked"] = model.chunked_decode(
-            codes, int(g["code2wav.chunk_size"]), int(g["code2wav.left_context_size"]))
-    return out

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import nn
+from ..backend import ops
 from ..decoder import Decoder, KVCache, rope_cos_sin
 
 __all__ = ["CodePredictor", "FrameCodes"]
@@ -82,7 +82,7 @@ class CodePredictor:
         tokens = np.zeros(self.G - 1, np.int64)                                 # [G-1]
         logits = np.zeros((self.G - 1, self.heads[0].shape[0]), np.float32)     # [G-1, C]
         for j in range(self.G - 1):                                             # step j predicts codebook j+1
-            logits[j] = nn.linear(h[-1], self.heads[j])                         # [C]
+            logits[j] = ops.linear(h[-1], self.heads[j])                         # [C]
             tokens[j] = choose(logits[j])
             if j < self.G - 2:                                                  # feed it back at position j+2
                 e = self.embeddings[j][tokens[j]][None]                         # [1, Dt]

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import nn
+from ..backend import ops
 from ..weights import take_rows
 
 __all__ = ["TalkerInputs", "resize_mlp", "user_positions", "tts_special_embeds", "build_talker_inputs",
@@ -56,8 +56,8 @@ class TalkerInputs:
 
 def resize_mlp(w, x: np.ndarray) -> np.ndarray:
     """`text_projection` / `hidden_projection`: fc2(silu(fc1(x))), both with bias.  [n, Th] -> [n, Dt]"""
-    h = nn.silu(nn.linear(x, w["linear_fc1.weight"], w["linear_fc1.bias"]))  # [n, Ti]
-    return nn.linear(h, w["linear_fc2.weight"], w["linear_fc2.bias"])          # [n, Dt]
+    h = ops.silu(ops.linear(x, w["linear_fc1.weight"], w["linear_fc1.bias"]))  # [n, Ti]
+    return ops.linear(h, w["linear_fc2.weight"], w["linear_fc2.bias"])          # [n, Dt]
 
 
 def tts_special_embeds(weights, cfg) -> np.ndarray:

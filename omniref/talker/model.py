@@ -23,13 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import nn
+from ..backend import ops
 from ..decoder import Decoder, KVCache, rope_cos_sin
 from ..thinker.sampling import SamplingConfig, next_token, progress_bar
 from .code_predictor import CodePredictor
 from .inputs import TalkerInputs, build_talker_inputs
 
-__all__ = ["Talker", "TalkerOutput", "golden_stage", "suppressed_ids", "reference_sampling",
+__all__ = ["Talker", "TalkerOutput", "suppressed_ids", "reference_sampling",
            "code_predictor_sampling"]
 
 
@@ -105,7 +105,7 @@ class Talker:
 
     def logits(self, h: np.ndarray) -> np.ndarray:
         """codec_head: [..., Dt] -> [..., Vt] (codebook-0 ids and the special codec ids)."""
-        return nn.linear(h, self.codec_head)
+        return ops.linear(h, self.codec_head)
 
     # --- inputs from thinker states ----------------------------------------------------------------------
     def build_inputs(self, input_ids, generated_ids, thinker_embed, thinker_hidden, **kw) -> TalkerInputs:
@@ -190,53 +190,3 @@ class Talker:
             else np.zeros((0, 2, Dt), np.float32),                                               # [T, 2, Dt]
             cp_logits=np.stack([f.logits for f in frames]) if frames else np.zeros((0, G - 1, C), np.float32),
             cp_tokens=codes[1:].T.copy(), ended_with_eos=bool(tokens and tokens[-1] == eos))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Golden stage: python -m omniref verify CASE --stage talker
-# ---------------------------------------------------------------------------------------------------------
-INPUT_KEYS = ("talker.thinker_embed", "talker.thinker_hidden", "thinker.input_ids", "thinker.generated_ids")
-
-
-def golden_stage(case) -> dict[str, np.ndarray]:
-    """Every `talker.*` key (except its inputs thinker_embed / thinker_hidden) and every `code_predictor.*`
-    key, from the thinker states, the prompt ids, the media grids and the clip frame counts."""
-    g = case.golden
-    if case.config is None or case.weights is None or not all(k in g for k in INPUT_KEYS):
-        return {}
-    cfg = case.config
-    gen = (case.meta.get("generation") or {})
-    tgen, thgen = gen.get("talker") or {}, gen.get("thinker") or {}
-    speaker = tgen.get("speaker_id", tgen.get("speaker", "ethan"))
-    talker = Talker(case.weights, cfg)
-    inputs = talker.build_inputs(
-        g["thinker.input_ids"][0], g["thinker.generated_ids"][0], g["talker.thinker_embed"][0],
-        g["talker.thinker_hidden"][0], speaker=speaker, thinker_eos_token_id=thgen.get("eos_token_id"),
-        image_grid_thw=g.get("image.grid_thw"), video_grid_thw=g.get("video.grid_thw"),
-        video_second_per_grid=g.get("video.second_per_grid"),
-        audio_feature_lengths=g["mel.attention_mask"].sum(-1) if "mel.attention_mask" in g else None)
-    sampling = SamplingConfig(repetition_penalty=float(tgen.get("repetition_penalty", 1.05)))
-    out = talker.generate(inputs, max_new_tokens=int(tgen.get("max_new_tokens", 4096)), sampling=sampling)
-    res = {
-        "talker.tts_special_embeds": inputs.tts_special_embeds,
-        "talker.input_ids": inputs.input_ids[None],
-        "talker.attention_mask": np.ones((1, inputs.input_ids.shape[0]), np.int64),
-        "talker.inputs_embeds": inputs.inputs_embeds[None],
-        "talker.trailing_text_hidden": inputs.trailing_text_hidden[None],
-        "talker.position_ids": inputs.position_ids[:, None, :],
-        "talker.prefill_hidden": out.prefill_hidden[None],
-        "talker.step_logits": out.step_logits,
-        "talker.step_hidden": out.step_hidden,
-        "talker.step_inputs_embeds": out.step_inputs_embeds,
-        "talker.step_position_ids": out.step_position_ids[:, None, :],
-        "talker.sequences": out.sequences[None],
-        "talker.codes": out.codes[None],
-        "code_predictor.inputs_embeds": out.cp_inputs_embeds,
-        "code_predictor.logits": out.cp_logits,
-        "code_predictor.tokens": out.cp_tokens,
-    }
-    if "talker.wav" in g:
-        from ..codec.code2wav import Code2Wav
-        res["talker.wav"] = Code2Wav(cfg.code2wav_config, case.weights.scope("code2wav.")).chunked_decode(
-            out.codes[None], chunk_size=300, left_context_size=25)            # [1, 1, S]
-    return {k: v for k, v in res.items() if k in g}

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from omniref import nn
+from omniref.backend import ops
 from omniref.decoder import Decoder, KVCache, rope_cos_sin
 from omniref.errors import CheckpointError, InputError
 from omniref.thinker.positions import decode_positions, rope_ids_from_config, rope_index
 from omniref.thinker.sampling import SamplingConfig, next_token, progress_bar
 from omniref.weights import take_rows
 
-__all__ = ["Media", "ThinkerPrompt", "Thinker", "GenerateResult", "encode_media", "golden_stage"]
+__all__ = ["Media", "ThinkerPrompt", "Thinker", "GenerateResult", "encode_media"]
 
 F32 = np.float32
 
@@ -168,7 +168,7 @@ class Thinker:
 
     def lm_head(self, h: np.ndarray) -> np.ndarray:
         """[n, H] final-norm hidden -> [n, V] logits (call it on the rows you need, not all L)."""
-        return nn.linear(h, self.weights["thinker.lm_head.weight"])
+        return ops.linear(h, self.weights["thinker.lm_head.weight"])
 
     # ---- generation -------------------------------------------------------------------------------------
     def prefill(self, prompt: ThinkerPrompt, media: Media | None, cache: KVCache) -> GenerateResult:
@@ -253,43 +253,3 @@ class GenerateResult:
     step_logits: np.ndarray | None = None      # [n_new, V] the logits each generated token was chosen from
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Golden stage (`python -m omniref verify CASE --stage thinker`)
-# ---------------------------------------------------------------------------------------------------------
-def prompt_from_case(case) -> ThinkerPrompt:
-    """The stage inputs of FORMAT.md 6.4 from a golden case."""
-    g = case.golden
-    get = lambda k: g[k] if k in g else None
-    return ThinkerPrompt(
-        input_ids=g["thinker.input_ids"].reshape(-1), input_features=get("mel.input_features"),
-        feature_attention_mask=get("mel.attention_mask"), pixel_values=get("image.pixel_values"),
-        image_grid_thw=get("image.grid_thw"), video_pixel_values=get("video.pixel_values"),
-        video_grid_thw=get("video.grid_thw"), video_second_per_grid=get("video.second_per_grid"),
-        use_audio_in_video=bool(int(g["thinker.use_audio_in_video"])) if "thinker.use_audio_in_video" in g else False)
-
-
-def golden_stage(case) -> dict[str, np.ndarray]:
-    """thinker.* and talker.thinker_embed / talker.thinker_hidden from the prompt and raw media inputs."""
-    if case.weights is None or case.config is None:
-        raise NotImplementedError("the case has no checkpoint")
-    g, cfg = case.golden, case.config
-    thinker = Thinker(case.weights, cfg)
-    gen = (case.meta.get("generation") or {}).get("thinker") or {}
-    n_new = int(gen.get("max_new_tokens", g["thinker.generated_ids"].shape[-1] if "thinker.generated_ids" in g
-                        else 1))
-    accept = cfg.talker_config.accept_hidden_layer if "talker.thinker_hidden" in g else None
-    res = thinker.generate(prompt_from_case(case), n_new, SamplingConfig(),
-                           eos_token_id=gen.get("eos_token_id", cfg.im_end_token_id), record_layer=accept,
-                           full_logits="thinker.logits" in g, progress=False)
-    out = {"thinker.position_ids": res.position_ids[:, None, :],
-           "thinker.rope_deltas": np.asarray(res.rope_delta, F32).reshape(1, 1),
-           "thinker.logits_last": res.logits_last[None],
-           "thinker.generated_ids": res.generated_ids[None],
-           "talker.thinker_embed": res.embeds[None]}
-    for i, h in enumerate(res.hidden_states):
-        out[f"thinker.hidden_states.{i}"] = h[None]
-    if res.logits is not None:
-        out["thinker.logits"] = res.logits[None]
-    if res.recorded is not None:
-        out["talker.thinker_hidden"] = res.recorded[None]
-    return {k: v for k, v in out.items() if k in g}

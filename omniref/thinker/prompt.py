@@ -33,7 +33,7 @@ from omniref.thinker.positions import audio_output_length
 from omniref.vision.preprocess import preprocess_image, preprocess_video
 
 __all__ = ["Audio", "Image", "Video", "PromptIds", "media_tokens", "chat_prompt", "newline_token_id",
-           "build_prompt", "golden_processor_stage", "PROCESSOR_POSITION_ID_PER_SECONDS"]
+           "build_prompt", "n_visual_tokens", "PROCESSOR_POSITION_ID_PER_SECONDS"]
 
 PROCESSOR_POSITION_ID_PER_SECONDS = 13.0    # Qwen3OmniMoeProcessor's default (not the model config's value)
 
@@ -91,7 +91,7 @@ class PromptIds:
                    merge_size=t.vision_config.spatial_merge_size)
 
 
-def _n_visual(grid_thw, m: int) -> int:
+def n_visual_tokens(grid_thw, m: int) -> int:
     t, h, w = (int(v) for v in grid_thw)
     if h % m or w % m:
         raise ValueError(f"patch grid {h}x{w} is not divisible by the merge size {m}")
@@ -104,12 +104,12 @@ def media_tokens(item, ids: PromptIds, pps: float = PROCESSOR_POSITION_ID_PER_SE
     if isinstance(item, Audio):
         return [ids.audio_start] + [ids.audio] * audio_output_length(item.frames) + [ids.audio_end]
     if isinstance(item, Image):
-        return [ids.vision_start] + [ids.image] * _n_visual(item.grid_thw, m) + [ids.vision_end]
+        return [ids.vision_start] + [ids.image] * n_visual_tokens(item.grid_thw, m) + [ids.vision_end]
     if isinstance(item, Video) and item.audio_frames is None:
-        return [ids.vision_start] + [ids.video] * _n_visual(item.grid_thw, m) + [ids.vision_end]
+        return [ids.vision_start] + [ids.video] * n_visual_tokens(item.grid_thw, m) + [ids.vision_end]
     if isinstance(item, Video):
         t, h, w = (int(v) for v in item.grid_thw)
-        per_grid = _n_visual((1, h, w), m)                                 # tokens per temporal grid
+        per_grid = n_visual_tokens((1, h, w), m)                                 # tokens per temporal grid
         v_time = np.repeat(np.arange(t) * float(item.second_per_grid) * pps, per_grid)   # [t*h*w/m^2] float64
         n_audio = audio_output_length(item.audio_frames)                  # audio tokens of the video's clip
         body, iv, ia = [], 0, 0
@@ -211,36 +211,3 @@ def build_prompt(ids: PromptIds, vision_config, *, audio=(), images=(), video=No
     system = [[int(t) for t in system]] if system is not None else None
     prompt.input_ids = chat_prompt(ids, items + [[int(t) for t in text]], system=system)   # [L]
     return prompt
-
-
-def golden_processor_stage(case) -> dict[str, np.ndarray]:
-    """`processor.input_ids` (FORMAT.md 5.4): <vision_start><image_pad><vision_end><vision_start><video_pad>
-    <vision_end> expanded with the case's image/video grids. The token ids come from meta.json `token_ids`,
-    else config.json, else the `name=id` pairs documented in the key's meaning; without them the stage is
-    reported MISSING."""
-    if "processor.input_ids" not in case.golden:
-        return {}
-    tid = dict(case.meta.get("token_ids") or {})
-    cfg = case.config
-    if cfg is not None:
-        t = cfg.thinker_config
-        tid.setdefault("vision_start", t.vision_start_token_id); tid.setdefault("vision_end", t.vision_end_token_id)
-        tid.setdefault("image_pad", t.image_token_id); tid.setdefault("video_pad", t.video_token_id)
-    need = ("vision_start", "vision_end", "image_pad", "video_pad")
-    if not all(k in tid for k in need):
-        # a preprocessing-only case documents its ids in the key's meaning: "(... vision_start=10, ...)"
-        meaning = ((case.meta.get("keys") or {}).get("processor.input_ids") or {}).get("meaning", "")
-        for name, value in re.findall(r"(\w+)=(\d+)", meaning):
-            tid.setdefault(name, int(value))
-    if not all(k in tid for k in need):
-        raise NotImplementedError("the case gives no token ids for the vision markers (meta.json token_ids)")
-    merge = ((case.meta.get("preprocessing") or {}).get("image_processor") or {}).get("init", {}).get("merge_size")
-    if merge is None and cfg is not None:
-        merge = cfg.thinker_config.vision_config.spatial_merge_size
-    g = case.golden
-    out: list[int] = []
-    for kind, pad in (("image", "image_pad"), ("video", "video_pad")):
-        if f"{kind}.grid_thw" in g:
-            for grid in np.asarray(g[f"{kind}.grid_thw"]).reshape(-1, 3):
-                out += [tid["vision_start"]] + [tid[pad]] * _n_visual(grid, int(merge or 2)) + [tid["vision_end"]]
-    return {"processor.input_ids": np.asarray(out, dtype=np.int64)[None]}

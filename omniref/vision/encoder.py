@@ -1,4 +1,5 @@
-"""Patches -> visual tokens: the Qwen3-Omni vision encoder `thinker.visual` with its DeepStack taps (FORMAT 6.2).
+"""Patches -> visual tokens: the Qwen3-Omni vision encoder `thinker.visual` with its DeepStack taps
+(transformers' `Qwen3OmniMoeVisionEncoder`).
 
     pixel_values [P, D]                  (rows in merge-block order, from vision/preprocess.py)
       -> patch_embed: one matmul          [P, hv]   (a Conv3d whose kernel equals its stride)
@@ -25,14 +26,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import nn
+from ..backend import ops
 
 __all__ = ["VisionOutput", "encode_vision", "vision_forward", "patch_positions", "position_embeddings",
-           "rotary_cos_sin", "segment_ids", "linspace_f32", "golden_stage", "golden_video_stage"]
+           "rotary_cos_sin", "segment_ids", "linspace_f32"]
 
 F32 = np.float32
 LN_EPS = 1e-6                 # every LayerNorm of the vision tower (blocks and mergers)
-SCORE_BUDGET = 1 << 26        # at most this many attention scores (256 MB of float32) per nn.attention call
 
 
 @dataclass
@@ -79,7 +79,8 @@ def linspace_f32(stop: int, n: int) -> np.ndarray:
 
 
 def position_embeddings(pos_table: np.ndarray, grid_thw: np.ndarray, merge_size: int) -> np.ndarray:
-    """Learned s x s position grid [s², hv] -> [P, hv] for every patch (FORMAT 6.2 step 2).
+    """Learned s x s position grid [s², hv] -> [P, hv] for every patch
+(`Qwen3OmniMoeVisionEncoder.fast_pos_embed_interpolate`).
 
     Bilinear interpolation with aligned corners: patch row r of h maps to table row r*(s-1)/(h-1), so the
     grid's corners land on the table's corners whatever the image size. Each patch blends its 4 neighbouring
@@ -129,62 +130,34 @@ def rotary_cos_sin(positions: np.ndarray, head_dim: int, theta: float) -> tuple[
 # The blocks
 # ----------------------------------------------------------------------------------------------------------
 def _activation(name: str):
-    acts = {"gelu_pytorch_tanh": nn.gelu_tanh, "gelu_new": nn.gelu_tanh, "gelu": nn.gelu, "silu": nn.silu}
+    acts = {"gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "gelu": "gelu", "silu": "silu"}
     if name not in acts:
         raise ValueError(f"vision hidden_act {name!r} is not supported (known: {sorted(acts)})")
-    return acts[name]
-
-
-def _segmented_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, segments: np.ndarray) -> np.ndarray:
-    """q/k/v [nh, P, hd] -> [nh, P, hd], each patch attending only inside its segment (block-diagonal).
-
-    Segments are contiguous runs. Consecutive whole segments are grouped while their [nh, L, L] scores fit
-    SCORE_BUDGET and handed to `nn.attention(segments=...)`, so a long video never builds a [P, P] score
-    matrix. A single segment too large for the budget (a huge image) is split by query rows, which is exact
-    for bidirectional attention (each query's softmax needs all keys, not the other queries).
-    """
-    nh, P, _ = q.shape
-    bounds = [int(i) for i in np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]])] + [P]
-    out = np.empty_like(q)
-    j = 0
-    while j < len(bounds) - 1:
-        a, j = bounds[j], j + 1                                  # take at least one whole segment ...
-        while j < len(bounds) - 1 and nh * (bounds[j + 1] - a) ** 2 <= SCORE_BUDGET:
-            j += 1                                               # ... and more while their scores fit
-        b = bounds[j]
-        seg, L = segments[a:b], b - a
-        rows = max(1, SCORE_BUDGET // (nh * L))                  # query rows per call
-        if rows >= L:
-            one = seg[0] == seg[-1]                              # one segment: no mask needed
-            out[:, a:b] = nn.attention(q[:, a:b], k[:, a:b], v[:, a:b], segments=None if one else seg)
-            continue
-        for s in range(a, b, rows):                              # a single huge segment, by query chunks
-            e = min(s + rows, b)
-            out[:, s:e] = nn.attention(q[:, s:e], k[:, a:b], v[:, a:b])
-    return out
+    return lambda x: getattr(ops, acts[name])(x)
 
 
 def vision_block(x: np.ndarray, w, num_heads: int, cos: np.ndarray, sin: np.ndarray, segments: np.ndarray,
                  act) -> np.ndarray:
-    """One pre-norm ViT block. x [P, hv] -> [P, hv]; `w` holds the block's weights (`attn.qkv.weight`, ...)."""
+    """One pre-norm ViT block (`Qwen3OmniMoeVisionBlock`). x [P, hv] -> [P, hv]; `w` holds the block's weights (`attn.qkv.weight`, ...)."""
     P, hv = x.shape
     hd = hv // num_heads
-    hn = nn.layer_norm(x, w["norm1.weight"], w["norm1.bias"], LN_EPS)
-    qkv = nn.linear(hn, w["attn.qkv.weight"], w["attn.qkv.bias"])              # [P, 3hv] = [q | k | v]
+    hn = ops.layer_norm(x, w["norm1.weight"], w["norm1.bias"], LN_EPS)
+    qkv = ops.linear(hn, w["attn.qkv.weight"], w["attn.qkv.bias"])              # [P, 3hv] = [q | k | v]
     qkv = qkv.reshape(P, 3, num_heads, hd).transpose(1, 2, 0, 3)                # [3, nh, P, hd]
-    q = nn.apply_rotary(qkv[0], cos, sin)                                       # [nh, P, hd]
-    k = nn.apply_rotary(qkv[1], cos, sin)                                       # [nh, P, hd]
-    attn = _segmented_attention(q, k, np.ascontiguousarray(qkv[2]), segments)  # [nh, P, hd]
+    q = ops.apply_rotary(qkv[0], cos, sin)                                       # [nh, P, hd]
+    k = ops.apply_rotary(qkv[1], cos, sin)                                       # [nh, P, hd]
+    attn = ops.attention_by_blocks(q, k, np.ascontiguousarray(qkv[2]), segments)  # [nh, P, hd]
     attn = attn.transpose(1, 0, 2).reshape(P, hv)                               # heads back side by side
-    x = x + nn.linear(attn, w["attn.proj.weight"], w["attn.proj.bias"])
-    hn = nn.layer_norm(x, w["norm2.weight"], w["norm2.bias"], LN_EPS)
-    mlp = nn.linear(act(nn.linear(hn, w["mlp.linear_fc1.weight"], w["mlp.linear_fc1.bias"])),
+    x = x + ops.linear(attn, w["attn.proj.weight"], w["attn.proj.bias"])
+    hn = ops.layer_norm(x, w["norm2.weight"], w["norm2.bias"], LN_EPS)
+    mlp = ops.linear(act(ops.linear(hn, w["mlp.linear_fc1.weight"], w["mlp.linear_fc1.bias"])),
                     w["mlp.linear_fc2.weight"], w["mlp.linear_fc2.bias"])      # [P, I] -> [P, hv]
     return x + mlp
 
 
 def patch_merger(x: np.ndarray, w, merge_size: int, postshuffle_norm: bool) -> np.ndarray:
-    """[P, hv] -> [P/m², O]: m² consecutive rows (one merge block) become one token through an MLP.
+    """[P, hv] -> [P/m², O]: m² consecutive rows (one merge block) become one token through an MLP
+    (`Qwen3OmniMoeVisionPatchMerger`).
 
     The final merger normalises each patch (LayerNorm over hv) before grouping; the DeepStack mergers
     (`postshuffle_norm`) normalise the grouped m²·hv row instead. MLP: fc -> GELU (erf) -> fc.
@@ -192,11 +165,11 @@ def patch_merger(x: np.ndarray, w, merge_size: int, postshuffle_norm: bool) -> n
     P, hv = x.shape
     g = merge_size * merge_size
     if postshuffle_norm:
-        x = nn.layer_norm(x.reshape(P // g, g * hv), w["ln_q.weight"], w["ln_q.bias"], LN_EPS)  # [P/m², m²hv]
+        x = ops.layer_norm(x.reshape(P // g, g * hv), w["ln_q.weight"], w["ln_q.bias"], LN_EPS)  # [P/m², m²hv]
     else:
-        x = nn.layer_norm(x, w["ln_q.weight"], w["ln_q.bias"], LN_EPS).reshape(P // g, g * hv)
-    x = nn.gelu(nn.linear(x, w["mlp.0.weight"], w["mlp.0.bias"]))               # [P/m², m²hv]
-    return nn.linear(x, w["mlp.2.weight"], w["mlp.2.bias"])                     # [P/m², O]
+        x = ops.layer_norm(x, w["ln_q.weight"], w["ln_q.bias"], LN_EPS).reshape(P // g, g * hv)
+    x = ops.gelu(ops.linear(x, w["mlp.0.weight"], w["mlp.0.bias"]))               # [P/m², m²hv]
+    return ops.linear(x, w["mlp.2.weight"], w["mlp.2.bias"])                     # [P/m², O]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -236,7 +209,7 @@ def vision_forward(weights, vision_config, pixel_values: np.ndarray, grid_thw: n
 
     # Patch embedding: the Conv3d kernel [hv, C, tp, p, p] flattened in the patch row's own order
     proj = w["patch_embed.proj.weight"].reshape(hv, -1)                          # [hv, D]
-    x = nn.linear(pixel_values, proj, w["patch_embed.proj.bias"])                # [P, hv]
+    x = ops.linear(pixel_values, proj, w["patch_embed.proj.bias"])                # [P, hv]
     x = x + position_embeddings(w["pos_embed.weight"], grid_thw, m)             # [P, hv]
 
     cos, sin = rotary_cos_sin(patch_positions(grid_thw, m), hv // vc.num_heads, vc.rope_theta)  # [P, hd]
@@ -265,32 +238,3 @@ def encode_vision(weights_view, vision_config, pixel_values: np.ndarray, grid_th
     """What the thinker calls: -> (merged [P/m², O], [deepstack_k [P/m², O] for each tapped block])."""
     out = vision_forward(weights_view, vision_config, pixel_values, grid_thw)
     return out.merged, out.deepstack
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Golden stages (`python -m omniref verify CASE --stage vision|vision_video`)
-# ----------------------------------------------------------------------------------------------------------
-def _golden(case, prefix: str, fallback: str) -> dict[str, np.ndarray]:
-    g = case.golden
-    src = prefix if f"{prefix}.pixel_values" in g else fallback
-    if f"{src}.pixel_values" not in g or case.weights is None or case.config is None:
-        return {}
-    if not any(k.startswith(prefix + ".") and k not in (f"{prefix}.pixel_values", f"{prefix}.grid_thw")
-               for k in g):
-        return {}                                            # the case holds no outputs of this stage
-    out = vision_forward(case.weights.scope("thinker.visual."), case.config.thinker_config.vision_config,
-                         g[f"{src}.pixel_values"], g[f"{src}.grid_thw"], record_hidden=True)
-    got = {f"{prefix}.output": out.merged}
-    got.update({f"{prefix}.hidden_states.{i}": h for i, h in enumerate(out.hidden_states)})
-    got.update({f"{prefix}.deepstack.{k}": d for k, d in enumerate(out.deepstack)})
-    return {k: v for k, v in got.items() if k in g}
-
-
-def golden_stage(case) -> dict[str, np.ndarray]:
-    """`vision.pixel_values`, `vision.grid_thw` -> `vision.hidden_states.*`, `vision.deepstack.*`, `vision.output`."""
-    return _golden(case, "vision", "image")
-
-
-def golden_video_stage(case) -> dict[str, np.ndarray]:
-    """The same encoder on the prompt's video(s): `vision_video.*` from `video.pixel_values`/`video.grid_thw`."""
-    return _golden(case, "vision_video", "video")

@@ -37,7 +37,7 @@ from ..errors import MediaError, regular_file
 __all__ = ["IMAGE_MIN_PIXELS", "IMAGE_MAX_PIXELS", "VIDEO_MIN_PIXELS", "VIDEO_MAX_PIXELS", "MAX_ASPECT_RATIO",
            "VisionInputs", "smart_resize", "load_image", "to_rgb", "resize_bicubic", "rescale_normalize_image",
            "normalize_video", "patchify", "preprocess_image", "preprocess_video", "sample_frame_indices",
-           "seconds_per_grid", "load_video", "golden_image_stage", "golden_video_stage"]
+           "seconds_per_grid", "load_video"]
 
 # Processor defaults of Qwen3-Omni (FORMAT 5.2/5.3; the case's meta.json may override them).
 IMAGE_MIN_PIXELS = 3136            # 56*56
@@ -354,54 +354,3 @@ def sample_frame_indices(total_num_frames: int, video_fps: float | None = None, 
     step = total_num_frames / n
     # the reference builds arange(0, total, step) in float32 and truncates to int
     return np.floor(np.arange(n, dtype=np.float64) * step).astype(np.float32).astype(np.int64)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# 6. Golden stages (`python -m omniref verify CASE --stage image|video`)
-# ----------------------------------------------------------------------------------------------------------
-def _settings(case, which: str) -> dict:
-    """Processor settings of a case: patch/merge/temporal sizes from config.json's vision_config (or, in
-    preprocessing-only cases, from meta.json's image_processor init), the pixel budget from meta.json."""
-    meta = getattr(case, "meta", None) or {}
-    pre = meta.get("preprocessing", {})
-    init = pre.get("image_processor", {}).get("init", {})
-    s = {"patch_size": init.get("patch_size"), "merge_size": init.get("merge_size"),
-         "temporal_patch_size": init.get("temporal_patch_size", 2)}
-    cfg = getattr(case, "config", None)
-    if cfg is not None:
-        vc = cfg.thinker_config.vision_config
-        s.update(patch_size=vc.patch_size, merge_size=vc.spatial_merge_size,
-                 temporal_patch_size=getattr(vc, "temporal_patch_size", 2))
-    if s["patch_size"] is None or s["merge_size"] is None:
-        raise ValueError(f"case {getattr(case, 'path', case)}: cannot find patch_size/merge_size in "
-                         "config.json or meta.json['preprocessing']")
-    if which == "image":
-        s["min_pixels"] = init.get("min_pixels", IMAGE_MIN_PIXELS)
-        s["max_pixels"] = init.get("max_pixels", IMAGE_MAX_PIXELS)
-    else:
-        size = pre.get("video_processor", {}).get("call_size", {})
-        s["min_pixels"] = size.get("shortest_edge", VIDEO_MIN_PIXELS)
-        s["max_pixels"] = size.get("longest_edge", VIDEO_MAX_PIXELS)
-    return s
-
-
-def golden_image_stage(case) -> dict[str, np.ndarray]:
-    """`image.raw` -> `image.resized`, `image.pixel_values`, `image.grid_thw`."""
-    g = case.golden
-    if "image.raw" not in g:
-        return {}
-    out = preprocess_image(g["image.raw"], **_settings(case, "image"))
-    got = {"image.resized": out.resized, "image.pixel_values": out.pixel_values, "image.grid_thw": out.grid_thw}
-    return {k: v for k, v in got.items() if k in g}
-
-
-def golden_video_stage(case) -> dict[str, np.ndarray]:
-    """`video.raw`, `video.fps` -> `video.pixel_values`, `video.grid_thw`, `video.second_per_grid`."""
-    g = case.golden
-    if "video.raw" not in g:
-        return {}
-    fps = float(np.asarray(g["video.fps"]).reshape(-1)[0]) if "video.fps" in g else 1.0
-    out = preprocess_video(g["video.raw"], fps=fps, **_settings(case, "video"))
-    got = {"video.pixel_values": out.pixel_values, "video.grid_thw": out.grid_thw,
-           "video.second_per_grid": np.array([out.second_per_grid], dtype=np.float32)}
-    return {k: v for k, v in got.items() if k in g}

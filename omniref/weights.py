@@ -310,6 +310,8 @@ class Weights(Mapping):
                 raise MissingTensorError(f"{self.where}: checkpoint has no tensor '{key}'", file=self.where,
                                          field=key)
             a = self.file_of(key)[key]
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                self._non_finite(key, int(np.count_nonzero(~np.isfinite(a))))
             a.setflags(write=False)     # shared by every caller: a constant (copy it to experiment with it)
             self._cache[key] = a
         return self._cache[key]
@@ -320,11 +322,21 @@ class Weights(Mapping):
             f = self.file_of(key)
             self._bf16_cache[key] = None
             if f.dtype(key) == "BF16" and len(f.shape(key)) == 2:
-                self._bf16_cache[key] = BF16Weight(f.raw(key))
+                raw = f.raw(key)
+                bad = (raw & np.uint16(0x7F80)) == np.uint16(0x7F80)     # all exponent bits set: inf or NaN
+                if bad.any():
+                    self._non_finite(key, int(np.count_nonzero(bad)))
+                self._bf16_cache[key] = BF16Weight(raw)
         w = self._bf16_cache[key]
         if w is None:
             return None
         return w if keeps_bf16() else None
+
+    def _non_finite(self, key: str, n: int) -> None:
+        """A NaN or inf weight would flow silently into every output: refuse it when the tensor is first read
+        (one pass over each tensor, once; the bytes have the right size, so only their values tell)."""
+        raise SafetensorsError(f"{self.file_of(key).path}: tensor '{key}' holds {n} NaN or inf values",
+                               file=self.file_of(key).path, field=key, value=n)
 
     def shape(self, key: str) -> tuple[int, ...]:
         return self.file_of(key).shape(key)

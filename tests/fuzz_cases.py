@@ -215,7 +215,8 @@ def checkpoint_cases(tmp: Path, rng: random.Random) -> list[Case]:
             arr[:] = value
         else:
             arr[len(arr) // 2] = value
-        add(f"{where} {value} in {k}", st_bytes(header, data[:b] + arr.tobytes() + data[e:]), culprit="non-finite")
+        add(f"{where} {value} in {k}", st_bytes(header, data[:b] + arr.tobytes() + data[e:]),
+            culprit=rf"{_esc(k)}.*NaN or inf|non-finite")
 
     # --- benign: the same tensors in another header order / data order, with metadata, padded header
     for i in range(3):

@@ -329,3 +329,40 @@ def test_generate_wav_never_overwrites_its_input_or_an_existing_file(tmp_path, c
     assert cli.main(gen + ["--wav", str(tmp_path / "old.wav")]) == InputError.exit_code
     assert "exists; pass --force" in capsys.readouterr().err
     assert audio.read_bytes() == before and (tmp_path / "old.wav").read_bytes() == b"keep"
+
+
+# ------------------------------------------------------------------------------------------ bounded memory
+@pytest.mark.parametrize("kw", [dict(causal=True), dict(segments=np.repeat(np.arange(4), 75)),
+                                dict(causal=True, sliding_window=20), dict(mask=np.tri(300, 300, 5, dtype=bool))])
+def test_numpy_attention_in_query_blocks_matches_one_block(monkeypatch, kw):
+    """Blocks see the same keys and sum the same products: equal to float32 rounding (BLAS may pick another
+    kernel for a shorter matrix, so the last bit of a score can differ)."""
+    from omniref import nn
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((4, 300, 16), dtype=np.float32)
+    k, v = rng.standard_normal((2, 2, 300, 16), dtype=np.float32)
+    whole = nn.attention(q, k, v, **kw)
+    monkeypatch.setattr(nn, "QUERY_BLOCK_SCORES", 4 * 300 * 7)          # blocks of 7 queries
+    blocked = nn.attention(q, k, v, **kw)
+    np.testing.assert_allclose(blocked, whole, rtol=0, atol=1e-6)
+
+
+def test_numpy_attention_memory_grows_linearly(monkeypatch):
+    import tracemalloc
+
+    from omniref import nn
+    rng = np.random.default_rng(1)
+    L = 1024
+    q, k, v = rng.standard_normal((3, 4, L, 8), dtype=np.float32)
+    monkeypatch.setattr(nn, "QUERY_BLOCK_SCORES", 1 << 16)               # 256 KiB of scores per block
+    tracemalloc.start()
+    nn.attention(q, k, v, causal=True)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    full_scores = 4 * L * L * 4                                          # 16 MiB for one [nh, L, L] matrix
+    assert peak < full_scores / 8, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_prompt_longer_than_the_positions_is_refused_up_front(capsys):
+    assert cli.main(["generate", "--checkpoint", str(F32), "--prompt-ids", "5", "--max-new-tokens", "40000"]) == 6
+    assert "exceeds max_position_embeddings = 32768" in capsys.readouterr().err

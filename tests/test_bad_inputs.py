@@ -366,3 +366,46 @@ def test_numpy_attention_memory_grows_linearly(monkeypatch):
 def test_prompt_longer_than_the_positions_is_refused_up_front(capsys):
     assert cli.main(["generate", "--checkpoint", str(F32), "--prompt-ids", "5", "--max-new-tokens", "40000"]) == 6
     assert "exceeds max_position_embeddings = 32768" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ checkpoint vs config
+def _rewrite(tmp_path, drop=(), relabel=None) -> Path:
+    """A copy of tiny_f32 whose model.safetensors lacks `drop` or stores `relabel` = (key, dtype) bytes as is."""
+    case = tmp_path / "ckpt"
+    case.mkdir()
+    for p in F32.iterdir():
+        if p.name != "model.safetensors":
+            (case / p.name).symlink_to(p)
+    raw = (F32 / "model.safetensors").read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header, data = json.loads(raw[8:8 + n]), raw[8 + n:]
+    out, blobs, pos = {}, [], 0
+    for k, e in header.items():
+        if k == "__metadata__" or k in drop:
+            continue
+        b = data[e["data_offsets"][0]:e["data_offsets"][1]]
+        dtype = relabel[1] if relabel and relabel[0] == k else e["dtype"]
+        out[k] = {"dtype": dtype, "shape": e["shape"], "data_offsets": [pos, pos + len(b)]}
+        blobs.append(b)
+        pos += len(b)
+    text = json.dumps(out).encode()
+    (case / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+    return case
+
+
+def test_missing_q_norm_is_named_by_generate_and_by_the_class(tmp_path, capsys):
+    key = "thinker.model.layers.1.self_attn.q_norm.weight"
+    case = _rewrite(tmp_path, drop={key})
+    assert cli.main(["generate", "--checkpoint", str(case), "--prompt-ids", "5"]) == CheckpointError.exit_code
+    assert f"missing key '{key}'" in capsys.readouterr().err
+    from omniref.thinker.model import Thinker
+    with pytest.raises(CheckpointError, match=f"missing key '{key}'"):
+        Thinker(load_weights(case), load_config(case))
+
+
+@pytest.mark.parametrize("dtype", ["I32", "U32"])
+def test_same_size_dtype_relabel_is_refused(tmp_path, capsys, dtype):
+    key = "thinker.model.layers.0.mlp.gate.weight"
+    case = _rewrite(tmp_path, relabel=(key, dtype))
+    assert cli.main(["generate", "--checkpoint", str(case), "--prompt-ids", "5"]) == CheckpointError.exit_code
+    assert f"'{key}' stored as {dtype}, but config.json declares dtype 'float32'" in capsys.readouterr().err

@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from omniref.backend import ops
+from omniref.checkpoint import check_weights
 from omniref.decoder import Decoder, KVCache, rope_cos_sin
 from omniref.errors import CheckpointError, InputError
 from omniref.thinker.positions import decode_positions, rope_ids_from_config, rope_index
 from omniref.thinker.sampling import SamplingConfig, next_token, progress_bar
-from omniref.weights import take_rows
+from omniref.weights import Weights, take_rows
 
 __all__ = ["Media", "ThinkerPrompt", "Thinker", "GenerateResult", "encode_media"]
 
@@ -87,6 +88,8 @@ class Thinker:
     """The thinker text model with its multimodal front end. `weights`: the whole checkpoint (Weights)."""
 
     def __init__(self, weights, config):
+        if isinstance(weights, Weights):
+            check_weights(weights, config)       # every key and shape the config implies, named if not
         self.weights, self.config = weights, config
         self.cfg = config.thinker_config
         self.text = self.cfg.text_config
@@ -199,6 +202,11 @@ class Thinker:
         """
         if max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}", field="max_new_tokens")
+        L0 = np.asarray(prompt.input_ids).size
+        if L0 + max_new_tokens > self.text.max_position_embeddings:
+            raise InputError(f"the prompt ({L0} tokens) plus max_new_tokens {max_new_tokens} exceeds "
+                             f"max_position_embeddings = {self.text.max_position_embeddings}",
+                             field="max_new_tokens", value=max_new_tokens)
         if record_layer is not None and not 0 <= record_layer <= self.text.num_hidden_layers:
             raise ValueError(f"record_layer {record_layer} outside 0..{self.text.num_hidden_layers}")
         sampling = sampling or SamplingConfig()

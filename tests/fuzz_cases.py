@@ -15,6 +15,7 @@ choice is drawn from one seeded `random.Random`, so a seed reproduces a run exac
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -52,6 +53,21 @@ def _case_dir(src: Path, dst: Path, replace: tuple = ()) -> Path:
         if p.name not in replace:
             (dst / p.name).symlink_to(p)
     return dst
+
+
+SPECIAL_FILES = ("fifo", "dir", "dev_zero", "missing")
+
+
+def special_file(path: Path, kind: str) -> None:
+    """Put a non-regular file (or nothing) at `path`: what every command must refuse before opening it."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dir":
+        path.mkdir()
+    elif kind == "dev_zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "dangling":
+        path.symlink_to(path.parent / "nowhere")
 
 
 def _esc(s: str) -> str:
@@ -131,17 +147,8 @@ def checkpoint_cases(tmp: Path, rng: random.Random) -> list[Case]:
     add("data after the last tensor", st_bytes(header, data + b"\0" * 16))
     add("empty file", b"")
     add("all zeros", b"\0" * 4096)
-    for kind in ("fifo", "dir", "dev_zero", "missing", "dangling"):
-        def setup(t, kind=kind):
-            if kind == "fifo":
-                os.mkfifo(t)
-            elif kind == "dir":
-                t.mkdir()
-            elif kind == "dev_zero":
-                t.symlink_to("/dev/zero")
-            elif kind == "dangling":
-                t.symlink_to(t.parent / "nowhere.safetensors")
-        add(f"model.safetensors is {kind}", None, setup=setup)
+    for kind in SPECIAL_FILES + ("dangling",):
+        add(f"model.safetensors is {kind}", None, setup=lambda t, kind=kind: special_file(t, kind))
 
     # --- one tensor's header entry
     ops = {
@@ -295,9 +302,8 @@ def sharded_cases(tmp: Path, rng: random.Random) -> list[Case]:
     w = dict(wm)
     w["thinker.model.norm.weight"] = "model-00003-of-00002.safetensors"
     add("index names a missing shard", json.dumps({"weight_map": w}), culprit="00003")
-    for kind in ("fifo", "dir"):
-        add(f"index is a {kind}", setup=(lambda p: os.mkfifo(p)) if kind == "fifo" else (lambda p: p.mkdir()),
-            culprit=idx)
+    for kind in ("fifo", "dir", "dev_zero"):
+        add(f"index is a {kind}", setup=lambda p, kind=kind: special_file(p, kind), culprit=idx)
     # shard damage
     for shard in shards:
         header, data = read_st(SHARDED / shard)
@@ -518,15 +524,8 @@ def config_cases(tmp: Path, rng: random.Random) -> list[Case]:
     add("nested 100000 deep", text=b'{"x": ' + b"[" * 100000 + b"]" * 100000 + b"}", culprit="config.json")
     add("empty", text=b"", culprit="config.json")
     add("17 MB of spaces", text=text + b" " * (17 << 20), culprit="config.json")
-    for kind in ("fifo", "dir", "dev_zero", "missing"):
-        def setup(t, kind=kind):
-            if kind == "fifo":
-                os.mkfifo(t)
-            elif kind == "dir":
-                t.mkdir()
-            elif kind == "dev_zero":
-                t.symlink_to("/dev/zero")
-        add(f"config.json is {kind}", setup=setup, culprit="config.json")
+    for kind in SPECIAL_FILES:
+        add(f"config.json is {kind}", setup=lambda t, kind=kind: special_file(t, kind), culprit="config.json")
     # valid configs that the checkpoint disagrees with: the checkpoint check names a tensor
     th_text = ("thinker_config", "text_config")
     for name, path, v, culprit in [
@@ -613,15 +612,22 @@ def media_cases(tmp: Path, rng: random.Random) -> list[Case]:
     fields = (1, 1, rate, rate * 2, 2, 16)
     counter = iter(range(10 ** 6))
 
-    def add_wav(name, content=None, culprit=None, same=False, setup=None, error="MediaError"):
-        p = d / f"w{next(counter):04d}.wav"
+    def add(kind, name, content=None, culprit=None, same=False, setup=None, suffix=None):
+        """One media case: `content` bytes (or an array, saved as .npy) at a fresh path given to generate."""
+        option, ext, baseline = {"wav": ("--audio", ".wav", "audio"), "image": ("--image", ".png", "image"),
+                                 "video": ("--video", ".npy", "video")}[kind]
+        p = d / f"{kind[0]}{next(counter):04d}{suffix or ext}"
         if setup is not None:
             setup(p)
+        elif isinstance(content, (np.ndarray, np.generic)):
+            np.save(p, content, allow_pickle=True)
         else:
             p.write_bytes(content)
-        culprit = None if same else (f"{_esc(p.name)}.*{culprit}" if culprit else _esc(p.name))
-        cases.append(Case(MEDIA, f"wav: {name}", generate_argv(F32, "--audio", p), error=None if same else error,
-                          culprit=culprit, baseline="audio" if same else None))
+        culprit = None if same else _esc(p.name) + (f".*{culprit}" if culprit else "")
+        cases.append(Case(MEDIA, f"{kind}: {name}", generate_argv(F32, option, p), error=None if same else "MediaError",
+                          culprit=culprit, baseline=baseline if same else None))
+
+    add_wav, add_img, add_vid = (functools.partial(add, kind) for kind in ("wav", "image", "video"))
 
     # the issue's zero fields and friends
     add_wav("RIFF size 0", wav_bytes(fields, data, riff_size=0), "RIFF size")
@@ -664,15 +670,8 @@ def media_cases(tmp: Path, rng: random.Random) -> list[Case]:
     ext = struct.pack("<HHI", 22, 16, 4)                     # cbSize, valid bits, channel mask
     add_wav("extensible, ADPCM sub-format", wav_bytes((0xFFFE, 1, rate, rate * 2, 2, 16), data,
                                                       extra_fmt=ext + struct.pack("<H", 2) + guid_tail), "format")
-    for kind in ("fifo", "dir", "dev_zero", "missing"):
-        def setup(p, kind=kind):
-            if kind == "fifo":
-                os.mkfifo(p)
-            elif kind == "dir":
-                p.mkdir()
-            elif kind == "dev_zero":
-                p.symlink_to("/dev/zero")
-        add_wav(f"path is {kind}", setup=setup)
+    for kind in SPECIAL_FILES:
+        add_wav(f"path is {kind}", setup=lambda p, kind=kind: special_file(p, kind))
     nan = np.full(100, np.nan, np.float32)
     add_wav("NaN samples", wav_bytes((3, 1, rate, rate * 4, 4, 32), nan.tobytes()), "NaN")
     # a duration limit: 21 minutes of 1 kHz 8-bit silence is 1.26 MB
@@ -702,16 +701,6 @@ def media_cases(tmp: Path, rng: random.Random) -> list[Case]:
     png = d / "good.png"
     Image.fromarray(img).save(png)
 
-    def add_img(name, content=None, culprit=None, same=False, setup=None, suffix=".png"):
-        p = d / f"i{next(counter):04d}{suffix}"
-        if setup is not None:
-            setup(p)
-        else:
-            p.write_bytes(content)
-        cases.append(Case(MEDIA, f"image: {name}", generate_argv(F32, "--image", p), error=None if same else "MediaError",
-                          culprit=None if same else (f"{_esc(p.name)}" + (f".*{culprit}" if culprit else "")),
-                          baseline="image" if same else None))
-
     raw = png.read_bytes()
     add_img("20000x20000 PNG header", _png_header_only(20000, 20000), "limit|large")
     add_img("65535x65535 PNG header", _png_header_only(65535, 65535), "limit|large")
@@ -720,9 +709,8 @@ def media_cases(tmp: Path, rng: random.Random) -> list[Case]:
         add_img(f"PNG truncated at {cut}", raw[:cut])
     add_img("text file", b"hello, not an image")
     add_img("empty file", b"")
-    for kind in ("fifo", "dir", "missing"):
-        add_img(f"path is {kind}", setup=(lambda p, k=kind: os.mkfifo(p) if k == "fifo" else
-                                          p.mkdir() if k == "dir" else None))
+    for kind in SPECIAL_FILES:
+        add_img(f"path is {kind}", setup=lambda p, kind=kind: special_file(p, kind))
     flipped = bytearray(raw)
     flipped[40] ^= 0xFF                                      # inside the IDAT data: the CRC fails
     add_img("PNG with a bad CRC", bytes(flipped))
@@ -734,18 +722,6 @@ def media_cases(tmp: Path, rng: random.Random) -> list[Case]:
             setup=lambda p: Image.fromarray(img).save(p, format="BMP"))
 
     # videos (.npy frames)
-    def add_vid(name, arr=None, content=None, culprit=None, same=False, setup=None):
-        p = d / f"v{next(counter):04d}.npy"
-        if setup is not None:
-            setup(p)
-        elif content is not None:
-            p.write_bytes(content)
-        else:
-            np.save(p, arr, allow_pickle=True)
-        cases.append(Case(MEDIA, f"video: {name}", generate_argv(F32, "--video", p), error=None if same else "MediaError",
-                          culprit=None if same else (f"{_esc(p.name)}" + (f".*{culprit}" if culprit else "")),
-                          baseline="video" if same else None))
-
     frames = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     add_vid("no frames", np.zeros((0, 32, 32, 3), np.uint8))
     add_vid("zero height", np.zeros((2, 0, 32, 3), np.uint8))
@@ -756,15 +732,14 @@ def media_cases(tmp: Path, rng: random.Random) -> list[Case]:
     add_vid("5 channels", np.zeros((2, 32, 32, 5), np.uint8))
     add_vid("a scalar", np.uint8(3))
     add_vid("object array (pickle)", np.array([{"a": 1}, None], dtype=object))
-    add_vid("not .npy", content=b"just text")
-    add_vid("truncated .npy", content=_npy(frames)[:200])
-    add_vid("header claims 2^40 frames", content=_npy(frames).replace(b"(2, 32, 32, 3)", b"(1099511627776, 32, 32, 3)"))
-    add_vid("empty file", content=b"")
+    add_vid("not .npy", b"just text")
+    add_vid("truncated .npy", _npy(frames)[:200])
+    add_vid("header claims 2^40 frames", _npy(frames).replace(b"(2, 32, 32, 3)", b"(1099511627776, 32, 32, 3)"))
+    add_vid("empty file", b"")
     add_vid("1000 frames", np.zeros((1000, 2, 2, 3), np.uint8), culprit="frames")
     add_vid("aspect ratio 1:300", np.zeros((2, 2, 600, 3), np.uint8), culprit="aspect")
-    for kind in ("fifo", "dir", "missing"):
-        add_vid(f"path is {kind}", setup=(lambda p, k=kind: os.mkfifo(p) if k == "fifo" else
-                                          p.mkdir() if k == "dir" else None))
+    for kind in SPECIAL_FILES:
+        add_vid(f"path is {kind}", setup=lambda p, kind=kind: special_file(p, kind))
     add_vid("fortran order, same frames", np.asfortranarray(frames), same=True)
     return cases
 

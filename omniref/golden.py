@@ -11,6 +11,7 @@ The contract is `shared/golden/FORMAT.md`; `tests/golden/` holds the project's o
 from __future__ import annotations
 
 import json
+import os
 import re
 from functools import cached_property
 from pathlib import Path
@@ -75,11 +76,12 @@ class Case:
 
     @cached_property
     def config(self) -> OmniConfig | None:
-        return load_config(self.path) if (self.path / "config.json").is_file() else None
+        # lexists, not is_file: a FIFO or directory named config.json is an error load_config names
+        return load_config(self.path) if os.path.lexists(self.path / "config.json") else None
 
     @cached_property
     def weights(self) -> Weights | None:
-        has = (self.path / "model.safetensors").is_file() or (self.path / "model.safetensors.index.json").is_file()
+        has = any(os.path.lexists(self.path / n) for n in ("model.safetensors", "model.safetensors.index.json"))
         return load_weights(self.path) if has else None
 
     def has(self, *keys: str) -> bool:

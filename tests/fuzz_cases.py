@@ -903,6 +903,17 @@ def cli_cases(tmp: Path) -> list[Case]:
     add("--video is /dev/zero", gen + ["--video", "/dev/zero"], "MediaError", "/dev/zero")
     add("--checkpoint is a FIFO", ["generate", "--checkpoint", str(_fifo(d / "ck.fifo")), "--prompt-ids", "5"],
         "CheckpointError", "ck.fifo")
+    for name, content in (("tokenizer.json", None), ("tokenizer.json", b"{not json"), ("vocab.json", None)):
+        tok_case = _case_dir(F32, d / f"tok_{len(cases)}")
+        if content is None:
+            special_file(tok_case / name, "fifo")
+            if name == "vocab.json":
+                (tok_case / "merges.txt").write_text("#version: 0.2\n")
+        else:
+            (tok_case / name).write_bytes(content)
+        add(f"{name} is {'a FIFO' if content is None else 'not JSON'}",
+            ["generate", "--checkpoint", str(tok_case), "--prompt-ids", "5"], "CheckpointError", name if content is
+            None else "tokenizer")
     add("--checkpoint is /dev/null", ["generate", "--checkpoint", "/dev/null", "--prompt-ids", "5"],
         "CheckpointError", "/dev/null")
     add("--nl-id abc", gen + ["--nl-id", "abc"], "usage")

@@ -251,10 +251,24 @@ class Tokenizer:
 
 
 def load_tokenizer(directory: str | os.PathLike) -> Tokenizer | None:
-    """The tokenizer of a checkpoint directory (tokenizer.json, else vocab.json + merges.txt), or None."""
+    """The tokenizer of a checkpoint directory (tokenizer.json, else vocab.json + merges.txt), or None.
+
+    Its files must be regular files (a FIFO would block the read forever); unreadable ones are a
+    CheckpointError naming the directory.
+    """
+    from ..errors import CheckpointError, OmnirefError, regular_file
     d = Path(directory)
-    if (d / "tokenizer.json").exists():
-        return Tokenizer.from_tokenizer_json(d / "tokenizer.json")
-    if (d / "vocab.json").exists() and (d / "merges.txt").exists():
-        return Tokenizer.from_vocab_merges(d / "vocab.json", d / "merges.txt", d / "tokenizer_config.json")
+    try:
+        if os.path.lexists(d / "tokenizer.json"):
+            return Tokenizer.from_tokenizer_json(regular_file(d / "tokenizer.json", "tokenizer file", CheckpointError))
+        if os.path.lexists(d / "vocab.json") and os.path.lexists(d / "merges.txt"):
+            paths = [regular_file(d / n, "tokenizer file", CheckpointError) for n in ("vocab.json", "merges.txt")]
+            config = d / "tokenizer_config.json"
+            if os.path.lexists(config):
+                regular_file(config, "tokenizer file", CheckpointError)
+            return Tokenizer.from_vocab_merges(*paths, config)
+    except OmnirefError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:   # JSON / layout errors of the files
+        raise CheckpointError(f"{d}: cannot read the tokenizer ({type(e).__name__}: {e})", file=d) from None
     return None

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import OmniConfig, load_config
-from .errors import InputError, regular_file
+from .errors import InputError, parse_json, regular_file
 from .weights import Weights, load_weights
 
 __all__ = ["Case", "numbered", "natural_key"]
@@ -72,7 +72,12 @@ class Case:
     @cached_property
     def meta(self) -> dict:
         p = self.path / "meta.json"
-        return json.loads(p.read_text()) if p.is_file() else {}
+        if not os.path.lexists(p):
+            return {}
+        meta = parse_json(regular_file(p, "meta.json", InputError).read_bytes(), p, "meta.json", InputError, 64)
+        if not isinstance(meta, dict):
+            raise InputError(f"{p}: meta.json must be a JSON object", file=p)
+        return meta
 
     @cached_property
     def config(self) -> OmniConfig | None:

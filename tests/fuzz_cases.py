@@ -903,6 +903,11 @@ def cli_cases(tmp: Path) -> list[Case]:
     add("--video is /dev/zero", gen + ["--video", "/dev/zero"], "MediaError", "/dev/zero")
     add("--checkpoint is a FIFO", ["generate", "--checkpoint", str(_fifo(d / "ck.fifo")), "--prompt-ids", "5"],
         "CheckpointError", "ck.fifo")
+    for name, content in (("meta.json", None), ("meta.json", b"[1, 2"), ("meta.json", b'{"token_ids": {"nl": "x"}}')):
+        meta_case = _case_dir(F32, d / f"meta_{len(cases)}", replace=("meta.json",))
+        special_file(meta_case / name, "fifo") if content is None else (meta_case / name).write_bytes(content)
+        add(f"checkpoint meta.json {'a FIFO' if content is None else repr(content)}",
+            ["generate", "--checkpoint", str(meta_case), "--prompt-ids", "5"], "CheckpointError", "meta.json")
     for name, content in (("tokenizer.json", None), ("tokenizer.json", b"{not json"), ("vocab.json", None)):
         tok_case = _case_dir(F32, d / f"tok_{len(cases)}")
         if content is None:

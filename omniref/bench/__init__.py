@@ -1,6 +1,6 @@
 """`python -m omniref bench`: the C++ hot path against the NumPy path, side by side in one run.
 
-    python -m omniref bench [--quick] [--json PATH] [--only kernels,attention,bf16,thinker,code2wav,audio]
+    python -m omniref bench [--quick] [--json PATH] [--only kernels,attention,bf16,thinker,code2wav,audio,taps]
 
 Figures (best of a few runs each: the machine is shared, the fastest run is the least disturbed one):
   kernels    fp32 GEMM x[M,K] @ W[N,K]^T at M=512, K=N=2048 and GEMV at M=1: GFLOP/s cpp vs NumPy (OpenBLAS)
@@ -11,6 +11,8 @@ Figures (best of a few runs each: the machine is shared, the fastest run is the 
              of 512 tokens and greedy-free decode tokens/s with a KV cache, both backends
   code2wav   Code2Wav at code2wav_default.json: 50 frames (4 s of 24 kHz audio), both backends
   audio      audio encoder at audio_encoder_bench.json on 30 s of log-mel, both backends
+  taps       what the trace taps cost with no trace active: tiny-model thinker decode steps without a trace and
+             with a trace that keeps nothing, interleaved; the taps per step and one inactive record() call
 Workloads come from bench_inputs.json (shared with the Hugging Face reference scripts, so figures compare);
 configs are read from ../shared/bench beside the repo when present, else from omniref/data/bench.
 Targets (issue 7) are printed beside each ratio.
@@ -25,12 +27,13 @@ from .. import _native, backend
 from ..errors import InputError, output_file
 from .kernels import bench_attention, bench_bf16, bench_kernels
 from .models import bench_audio, bench_code2wav, bench_thinker
+from .taps import bench_taps
 from .timing import bench_dir
 
-PARTS = ("kernels", "attention", "bf16", "thinker", "code2wav", "audio")
+PARTS = ("kernels", "attention", "bf16", "thinker", "code2wav", "audio", "taps")
 
 BENCHES = {"kernels": bench_kernels, "attention": bench_attention, "bf16": bench_bf16,
-           "thinker": bench_thinker, "code2wav": bench_code2wav, "audio": bench_audio}
+           "thinker": bench_thinker, "code2wav": bench_code2wav, "audio": bench_audio, "taps": bench_taps}
 
 
 def _print(name: str, r: dict) -> None:

@@ -194,29 +194,32 @@ def expected_shapes(cfg: OmniConfig, components=None) -> dict[str, tuple[int, ..
     return out
 
 
-def check_weights(weights: Weights, cfg: OmniConfig | None) -> list[str]:
+def check_weights(weights: Weights, cfg: OmniConfig | None, *, allow_extra: bool = False) -> list[str]:
     """Check names, shapes and dtypes of a loaded checkpoint against its config; return the components present.
 
     A checkpoint may hold only some components (a code2wav-only case), but a component that is present must
     be complete: the architecture comes from the config, never from which keys happen to exist. Raises
     SafetensorsError (a CheckpointError) naming the missing, unexpected or misshapen keys (the first few and
-    how many in all), or a tensor whose dtype is not the checkpoint's float dtype.
+    how many in all), or a tensor whose dtype is not the checkpoint's float dtype. allow_extra: tensors the
+    config does not imply are fine (a model class built with fewer layers than the file has, as the
+    full-width bench does; the entry points are strict).
     """
     if cfg is None:
         return []
     present = sorted({c for c in map(component_of, weights) if c is not None})
     unknown = [k for k in weights if component_of(k) is None]
-    if unknown:
+    if unknown and not allow_extra:
         raise SafetensorsError(f"{weights.where}: unexpected key {_names(unknown)} outside the Hub layout",
                                field=unknown[0])
-    _check_key_count(weights, cfg, present)
+    if not allow_extra:
+        _check_key_count(weights, cfg, present)
     expected = expected_shapes(cfg, present)
     missing = [k for k in expected if k not in weights]
     if missing:
         raise SafetensorsError(f"{weights.where}: missing key {_names(missing)} (the config implies shape "
                                f"{list(expected[missing[0]])} for the first)", field=missing[0])
     extra = [k for k in weights if k not in expected]
-    if extra:
+    if extra and not allow_extra:
         raise SafetensorsError(f"{weights.where}: unexpected key {_names(extra)} (shape "
                                f"{list(weights.shape(extra[0]))} for the first) that the config does not "
                                "imply", field=extra[0])
@@ -255,22 +258,20 @@ def _check_key_count(weights: Weights, cfg: OmniConfig, present: list[str]) -> N
 
 
 def _check_dtypes(weights: Weights, cfg: OmniConfig) -> None:
-    """Every weight is stored in one float dtype: the one config.json declares (`dtype`), else a common one.
+    """Every weight is stored in one float dtype, the one most tensors have (config.json's `dtype` is often
+    stale, so the file decides; it breaks ties).
 
     A relabelled tensor (F32 bytes read as I32, BF16 bytes read as F16) has the right size and shape, so
     only its dtype can give it away; computing with it would silently change every output.
     """
     extra = getattr(cfg, "extra", None) or {}
-    declared = extra.get("dtype") or extra.get("torch_dtype")
-    want = CONFIG_DTYPES.get(declared) if isinstance(declared, str) else None
+    declared = CONFIG_DTYPES.get(extra.get("dtype") or extra.get("torch_dtype") or "")
     dtypes: dict[str, list[str]] = {}
     for k in weights:
         dtypes.setdefault(weights.dtype(k), []).append(k)
-    if want is None:
-        floats = [d for d in dtypes if d in FLOAT_DTYPES]
-        want = max(floats, key=lambda d: len(dtypes[d])) if floats else "F32"
+    floats = [d for d in dtypes if d in FLOAT_DTYPES]
+    want = max(floats, key=lambda d: (len(dtypes[d]), d == declared)) if floats else "F32"
     for d, keys in dtypes.items():
         if d != want:
-            why = f"config.json declares dtype {declared!r}" if declared else f"the other tensors are {want}"
-            raise SafetensorsError(f"{weights.where}: tensor {_names(keys)} stored as {d}, but {why}",
-                                   field=keys[0], value=d)
+            raise SafetensorsError(f"{weights.where}: tensor {_names(keys)} stored as {d}, but the other "
+                                   f"{len(dtypes.get(want, []))} tensors are {want}", field=keys[0], value=d)

@@ -7,6 +7,7 @@
     omniref bench      C++ vs NumPy kernels and whole models, as ratios measured side by side
     omniref trace      save the taps (named activations) of a golden case, or of a generate run (--checkpoint)
     omniref compare    compare two traces layer by layer (first divergence)
+    omniref fullwidth  write a random checkpoint at the published widths (Hub layout, bf16, sharded)
 
 Bad input ends in one line on stderr naming the file / field / value and a non-zero exit code per kind:
 2 usage or other bad input, 3 checkpoint, 4 config, 5 media (WAV / image / video), 6 ids, options or
@@ -26,6 +27,7 @@ COMMANDS = {
     "bench": ("omniref.bench", "main"),
     "trace": ("omniref.generate", "main_trace"),
     "compare": ("omniref.compare", "main"),
+    "fullwidth": ("omniref.fullwidth", "main"),
 }
 
 

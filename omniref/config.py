@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .published import published_config
+
 __all__ = ["AudioEncoderConfig", "VisionEncoderConfig", "TextConfig", "ThinkerConfig", "TalkerTextConfig",
            "CodePredictorConfig", "TalkerConfig", "Code2WavConfig", "OmniConfig", "load_config",
-           "qwen3_omni_30b_a3b_instruct", "PRESETS", "validate"]
+           "qwen3_omni_30b_a3b_instruct", "qwen3_omni_30b_a3b_thinking", "qwen3_omni_30b_a3b_captioner", "PRESETS", "validate"]
 
 ROPE_KEYS = ("rope_theta", "mrope_section", "interleaved", "mrope_interleaved", "rope_type")
 
@@ -77,6 +79,16 @@ class _Section:
 
     def __post_init__(self):
         pass
+
+    def unknown_fields(self, prefix: str = "") -> list[str]:
+        """Dotted names of the config.json fields omniref keeps in `extra` but does not use (training-only
+        settings such as dropouts, bookkeeping such as `model_type`, and anything newer than this reader)."""
+        out = [prefix + k for k in sorted(self.extra)]
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, _Section):
+                out += v.unknown_fields(f"{prefix}{f.name}.")
+        return out
 
     def to_dict(self) -> dict:
         out = {}
@@ -320,6 +332,23 @@ class OmniConfig(_Section):
     extra: dict = field(default_factory=dict, repr=False)
     NESTED = {"thinker_config": ThinkerConfig, "talker_config": TalkerConfig, "code2wav_config": Code2WavConfig}
 
+    source = ""    # where the config was read from (a directory or file name): a hint for `variant`
+
+    @property
+    def has_talker(self) -> bool:
+        """Whether the checkpoint speaks: `Qwen3OmniMoeForConditionalGeneration` builds the talker and Code2Wav
+        only when `enable_audio_output` is true (Instruct); Thinking and Captioner are thinker-only."""
+        return bool(self.enable_audio_output)
+
+    @property
+    def variant(self) -> str:
+        """"instruct" (thinker + talker + Code2Wav) or, thinker-only, "captioner" when the checkpoint's name
+        says so (config.json has no field telling the two apart), else "thinking"."""
+        if self.has_talker:
+            return "instruct"
+        name = f"{self.source} {self.extra.get('_name_or_path', '')}".lower()
+        return "captioner" if "captioner" in name else "thinking"
+
     @property
     def thinker(self) -> ThinkerConfig:
         return self.thinker_config
@@ -358,7 +387,9 @@ def load_config(source: str | os.PathLike | dict) -> OmniConfig:
     data = parse_json(path.read_bytes(), path, "config", ConfigError, max_depth=16)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a JSON object, got a {type(data).__name__}", file=path)
-    return validate(_from_dict(data, path), path)
+    cfg = validate(_from_dict(data, path), path)
+    cfg.source = str(path.parent if path.name == "config.json" else path)
+    return cfg
 
 
 def _from_dict(data: dict, source) -> OmniConfig:
@@ -381,59 +412,32 @@ def _from_dict(data: dict, source) -> OmniConfig:
 
 
 def qwen3_omni_30b_a3b_instruct() -> OmniConfig:
-    """The published shape of Qwen/Qwen3-Omni-30B-A3B-Instruct (its Hub config.json, abridged to what matters).
+    """The published Qwen/Qwen3-Omni-30B-A3B-Instruct config.json (`published.published_config`).
 
     Where it differs from the class defaults: audio n_window 50 / n_window_infer 800 / output_dim 2048,
     audio_token_id 151675, position_id_per_seconds 13, accept_hidden_layer 24, 16 code groups, talker
     norm_topk_prob true, the codec ids past the 2048-entry codebook.
     """
-    ids = dict(audio_token_id=151675, image_token_id=151655, video_token_id=151656,
-               audio_start_token_id=151669, audio_end_token_id=151670, vision_start_token_id=151652,
-               vision_end_token_id=151653, position_id_per_seconds=13)
-    rope = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [24, 20, 20],
-            "interleaved": True, "mrope_interleaved": True}
-    return OmniConfig.from_dict({
-        "thinker_config": {
-            **ids, "user_token_id": 872,
-            "audio_config": dict(num_mel_bins=128, encoder_layers=32, encoder_attention_heads=20,
-                                 encoder_ffn_dim=5120, d_model=1280, output_dim=2048, n_window=50,
-                                 n_window_infer=800, conv_chunksize=500, downsample_hidden_size=480,
-                                 max_source_positions=1500),
-            "vision_config": dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
-                                  patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
-                                  out_hidden_size=2048, num_position_embeddings=2304,
-                                  deepstack_visual_indexes=[8, 16, 24]),
-            "text_config": dict(vocab_size=152064, hidden_size=2048, intermediate_size=768,
-                                num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4,
-                                head_dim=128, rms_norm_eps=1e-6, rope_parameters=rope,
-                                max_position_embeddings=65536, moe_intermediate_size=768,
-                                num_experts=128, num_experts_per_tok=8, norm_topk_prob=True),
-        },
-        "talker_config": {
-            **{k: v for k, v in ids.items() if k != "vision_end_token_id"},
-            "accept_hidden_layer": 24, "thinker_hidden_size": 2048, "num_code_groups": 16,
-            "spatial_merge_size": 2, "codec_pad_id": 2148, "codec_bos_id": 2149, "codec_eos_token_id": 2150,
-            "codec_nothink_id": 2155, "codec_think_bos_id": 2156, "codec_think_eos_id": 2157,
-            "speaker_id": {"chelsie": 2301, "ethan": 2302, "aiden": 2303},
-            "text_config": dict(vocab_size=3072, hidden_size=1024, intermediate_size=2048,
-                                num_hidden_layers=20, num_attention_heads=16, num_key_value_heads=2,
-                                head_dim=128, rms_norm_eps=1e-6, rope_parameters=rope,
-                                max_position_embeddings=65536, moe_intermediate_size=384,
-                                num_local_experts=128, num_experts_per_tok=6,
-                                shared_expert_intermediate_size=768, norm_topk_prob=True),
-            "code_predictor_config": dict(vocab_size=2048, hidden_size=1024, intermediate_size=3072,
-                                          num_hidden_layers=5, num_attention_heads=16, num_key_value_heads=8,
-                                          head_dim=128, rms_norm_eps=1e-6, num_code_groups=16,
-                                          rope_parameters={"rope_theta": 1000000.0}),
-        },
-        "code2wav_config": {},   # the published code2wav equals the class defaults
-        "im_start_token_id": 151644, "im_end_token_id": 151645, "tts_pad_token_id": 151671,
-        "tts_bos_token_id": 151672, "tts_eos_token_id": 151673, "system_token_id": 8948,
-        "user_token_id": 872, "assistant_token_id": 77091,
-    })
+    return OmniConfig.from_dict(published_config("instruct"))
 
 
-PRESETS = {"qwen3-omni-30b-a3b-instruct": qwen3_omni_30b_a3b_instruct}
+def qwen3_omni_30b_a3b_thinking() -> OmniConfig:
+    """Qwen3-Omni-30B-A3B-Thinking: the same thinker, no talker (`enable_audio_output` false)."""
+    cfg = OmniConfig.from_dict(published_config("thinking"))
+    cfg.source = "Qwen3-Omni-30B-A3B-Thinking"
+    return cfg
+
+
+def qwen3_omni_30b_a3b_captioner() -> OmniConfig:
+    """Qwen3-Omni-30B-A3B-Captioner: the thinker fine-tuned to describe audio, no talker."""
+    cfg = OmniConfig.from_dict(published_config("captioner"))
+    cfg.source = "Qwen3-Omni-30B-A3B-Captioner"
+    return cfg
+
+
+PRESETS = {"qwen3-omni-30b-a3b-instruct": qwen3_omni_30b_a3b_instruct,
+           "qwen3-omni-30b-a3b-thinking": qwen3_omni_30b_a3b_thinking,
+           "qwen3-omni-30b-a3b-captioner": qwen3_omni_30b_a3b_captioner}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -638,10 +642,6 @@ def validate(cfg: OmniConfig, source="config") -> OmniConfig:
     _check_text(_Check(text, "thinker_config.text_config", source))
     _check_audio(_Check(th.audio_config, "thinker_config.audio_config", source))
     _check_vision(_Check(th.vision_config, "thinker_config.vision_config", source))
-    _check_text(_Check(tk.text_config, "talker_config.text_config", source))
-    _check_code_predictor(_Check(tk.code_predictor_config, "talker_config.code_predictor_config", source))
-    _check_code2wav(_Check(c2w, "code2wav_config", source))
-
     # token ids index the embedding tables: every special id must be a row of its vocabulary
     t = _Check(th, "thinker_config", source)
     if _field(th, "tie_word_embeddings", False) not in (False, None):
@@ -651,10 +651,11 @@ def validate(cfg: OmniConfig, source="config") -> OmniConfig:
         t.int(name, 0, text.vocab_size - 1)
     t.float("position_id_per_seconds", hi=1e4), t.float("seconds_per_chunk", hi=1e4)
     o = _Check(cfg, "", source)
-    for name in ("im_start_token_id", "im_end_token_id", "tts_pad_token_id", "tts_bos_token_id",
-                 "tts_eos_token_id", "system_token_id", "user_token_id", "assistant_token_id"):
-        o.int(name, 0, text.vocab_size - 1)
     o.bool("enable_audio_output")
+    speech = ("tts_pad_token_id", "tts_bos_token_id", "tts_eos_token_id") if cfg.has_talker else ()
+    for name in ("im_start_token_id", "im_end_token_id", "system_token_id", "user_token_id",
+                 "assistant_token_id") + speech:
+        o.int(name, 0, text.vocab_size - 1)
     dtype = _field(cfg, "dtype") if _field(cfg, "dtype") is not None else _field(cfg, "torch_dtype")
     if dtype is not None and dtype not in ("float32", "bfloat16", "float16", "float64"):
         o.fail("dtype" if _field(cfg, "dtype") is not None else "torch_dtype",
@@ -666,6 +667,18 @@ def validate(cfg: OmniConfig, source="config") -> OmniConfig:
     v = _Check(th.vision_config, "thinker_config.vision_config", source)
     v.require(th.vision_config.out_hidden_size == text.hidden_size, "out_hidden_size",
               f"the thinker's hidden_size = {text.hidden_size}")
+    if cfg.has_talker:                          # Thinking / Captioner checkpoints have no talker or Code2Wav
+        _check_speech(cfg, source)
+    return cfg
+
+
+def _check_speech(cfg: OmniConfig, source) -> None:
+    """The talker, its code predictor and Code2Wav (enable_audio_output true), and how they fit the thinker."""
+    th, tk, c2w = cfg.thinker_config, cfg.talker_config, cfg.code2wav_config
+    text = th.text_config
+    _check_text(_Check(tk.text_config, "talker_config.text_config", source))
+    _check_code_predictor(_Check(tk.code_predictor_config, "talker_config.code_predictor_config", source))
+    _check_code2wav(_Check(c2w, "code2wav_config", source))
     k = _Check(tk, "talker_config", source)
     if _field(tk, "tie_word_embeddings", False) not in (False, None):
         k.fail("tie_word_embeddings", "false (tying is not implemented)")
@@ -689,4 +702,3 @@ def validate(cfg: OmniConfig, source="config") -> OmniConfig:
         isinstance(n, str) and isinstance(i, int) and not isinstance(i, bool) and 0 <= i < tk.text_config.vocab_size
         for n, i in tk.speaker_id.items())
     k.require(ok, "speaker_id", f"an object {{name: codec id in [0, {tk.text_config.vocab_size - 1}]}}")
-    return cfg

@@ -144,8 +144,9 @@ def _newline_id(args, ckpt: Path, cfg, tokenizer) -> int:
                      field="--nl-id")
 
 
-def prompt_from_args(args, cfg, tokenizer, nl_id: int):
-    """Media files + text of the command line -> ThinkerPrompt (thinker.prompt.build_prompt)."""
+def prompt_from_args(args, cfg, tokenizer, nl_id: int, processor=None):
+    """Media files + text of the command line -> ThinkerPrompt (thinker.prompt.build_prompt); `processor`:
+    the checkpoint's preprocessor_config.json settings."""
     from omniref.thinker.prompt import PromptIds, build_prompt
     from omniref.errors import MediaError
     from omniref.vision.preprocess import load_video
@@ -158,7 +159,7 @@ def prompt_from_args(args, cfg, tokenizer, nl_id: int):
         return build_prompt(PromptIds.from_config(cfg, nl_id), cfg.thinker_config.vision_config, audio=args.audio,
                             images=args.image, video=video, video_fps=args.video_fps,
                             video_audio=args.video_audio or None, text=text,
-                            system=encode(args.system) if args.system else None)
+                            system=encode(args.system) if args.system else None, processor=processor)
     except MediaError as e:                 # audio and image errors name their files; the frames have none
         if e.file is None and args.video:
             raise MediaError(f"{args.video}: {e}", file=args.video, field=e.field, value=e.value) from None
@@ -184,12 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     Everything that can be checked is checked before the first matmul."""
     args = _parser().parse_args(argv)
     from omniref.checkpoint import check_weights
-    from omniref.config import load_config
     from omniref.errors import CheckpointError, InputError, output_file
+    from omniref.hub import open_checkpoint, require_talker
     from omniref.thinker.model import Thinker
     from omniref.thinker.sampling import SamplingConfig
-    from omniref.thinker.tokenizer import load_tokenizer
-    from omniref.weights import load_weights
     ckpt = Path(args.checkpoint)
     check_options(args)
     if not ckpt.is_dir():
@@ -200,14 +199,15 @@ def main(argv: list[str] | None = None) -> int:
         output_file(args.wav, "--wav output", force=args.force, inputs=inputs)
     if args.trace:
         output_file(args.trace, "--trace output", force=args.force, inputs=inputs)
-    cfg, weights = load_config(ckpt), load_weights(ckpt)
+    hub = open_checkpoint(ckpt, check=False)
+    cfg, weights, tokenizer = hub.config, hub.weights, hub.tokenizer
     check_weights(weights, cfg)                        # every key and shape the config implies, named if not
     if args.wav:
+        require_talker(cfg, "--wav")
         cfg.talker_config.speaker(args.speaker)        # an unknown --speaker before the thinker runs
-    tokenizer = load_tokenizer(ckpt)
     nl_id = _newline_id(args, ckpt, cfg, tokenizer)
     check_prompt_ids([nl_id], cfg, "--nl-id")
-    prompt = prompt_from_args(args, cfg, tokenizer, nl_id)
+    prompt = prompt_from_args(args, cfg, tokenizer, nl_id, hub.processor)
     limit = cfg.thinker_config.text_config.max_position_embeddings
     if prompt.input_ids.shape[0] + args.max_new_tokens > limit:
         raise InputError(f"the prompt ({prompt.input_ids.shape[0]} tokens) plus --max-new-tokens "

@@ -107,8 +107,13 @@ def _draw(key: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
         return np.full(shape, 0.1, np.float32)                  # ConvNeXt residual gain
     if leaf == "bias":
         return (0.02 * rng.standard_normal(shape)).astype(np.float32)
+    return (rng.standard_normal(shape) * weight_std(key, shape)).astype(np.float32)
+
+
+def weight_std(key: str, shape: tuple[int, ...]) -> float:
+    """Standard deviation of a random matrix / conv / embedding weight: 1/sqrt(fan_in), embeddings 1."""
     if "embed_tokens" in key or "codec_embedding" in key or "code_embedding" in key or "pos_embed" in key:
-        return rng.standard_normal(shape).astype(np.float32)    # embedding tables: unit-size rows
+        return 1.0                                              # embedding tables: unit-size rows
     if "upsample" in key and key.endswith("0.conv.weight") or (key.startswith("code2wav.decoder.")
                                                                and ".block.1." in key):
         fan_in = shape[0] * shape[2] / max(1, shape[2] // 2)    # transposed conv: [in, out, k], ~k/stride taps
@@ -116,12 +121,12 @@ def _draw(key: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
         fan_in = shape[2]                                       # depthwise: one input channel per output
     else:
         fan_in = int(np.prod(shape[1:]))                        # linear [out, in] and conv [out, in, k...]
-    w = rng.standard_normal(shape) / np.sqrt(fan_in)
+    std = 1.0 / np.sqrt(fan_in)
     if key.startswith("code2wav.decoder.") and key.endswith("conv.weight") and shape[0] == 1:
         # last conv: the dilated residual units let the signal grow ~30x through the decoder, so without
         # this gain nearly every sample would hit the final clamp; 0.008 gives an RMS of ~0.3, <1% clipped
-        w *= 0.008
-    return w.astype(np.float32)
+        std *= 0.008
+    return float(std)
 
 
 def tiny_weights(config: dict | None = None, seed: int = 0) -> dict[str, np.ndarray]:

@@ -23,6 +23,7 @@ import json
 import mmap
 import os
 import struct
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -31,7 +32,8 @@ import numpy as np
 from .errors import CheckpointError, parse_json, regular_file
 
 __all__ = ["SafetensorsError", "MissingTensorError", "SafetensorsFile", "Weights", "WeightView", "load_weights",
-           "save_safetensors", "bf16_to_f32", "f32_to_bf16", "take_rows", "BF16Weight", "as_float32"]
+           "save_safetensors", "write_safetensors", "bf16_to_f32", "f32_to_bf16", "take_rows", "BF16Weight",
+           "as_float32"]
 
 
 class SafetensorsError(CheckpointError):
@@ -287,7 +289,12 @@ def keeps_bf16() -> bool:
 
 
 class Weights(Mapping):
-    """All tensors of a checkpoint directory (single file or sharded), float32 on access, cached.
+    """All tensors of a checkpoint directory (single file or sharded), float32 on access.
+
+    Widened tensors are kept in a least-recently-used cache of at most `OMNIREF_WIDEN_CACHE_MB` (512 MB):
+    a small model stays widened once, while a checkpoint bigger than the budget is widened per use (a layer
+    at a time, as the forward pass asks for it) so the NumPy path never holds a float32 copy of the whole
+    model next to the memory-mapped bf16 one.
 
     w = load_weights("tiny_omni"); w["thinker.lm_head.weight"] -> [V, H] float32
     w.scope("thinker.audio_tower.")["conv2d1.weight"] -> the same as w["thinker.audio_tower.conv2d1.weight"]
@@ -295,7 +302,9 @@ class Weights(Mapping):
 
     def __init__(self, files: dict[str, SafetensorsFile], key_to_file: dict[str, str], where: str):
         self.files, self.key_to_file, self.where = files, key_to_file, where
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()     # least recently used first
+        self._cache_bytes = 0
+        self.cache_budget = int(float(os.environ.get("OMNIREF_WIDEN_CACHE_MB", "512")) * 2**20)
         # keep_bf16: on the cpp backend a 2-D BF16 tensor comes back as `BF16Weight` (the file's own
         # bits, zero-copy) so matmuls stream half the bytes; exact, since widening bf16 is. On by default;
         # OMNIREF_BF16_WEIGHTS=0 widens everything to float32 instead. The NumPy backend always gets float32.
@@ -310,16 +319,22 @@ class Weights(Mapping):
             w = self._bf16(key)
             if w is not None:
                 return w
-        if key not in self._cache:
-            if key not in self.key_to_file:
-                raise MissingTensorError(f"{self.where}: checkpoint has no tensor '{key}'", file=self.where,
-                                         field=key)
-            a = self.file_of(key)[key]
-            if a.dtype.kind == "f" and not np.isfinite(a).all():
-                self._non_finite(key, int(np.count_nonzero(~np.isfinite(a))))
-            a.setflags(write=False)     # shared by every caller: a constant (copy it to experiment with it)
+        a = self._cache.get(key)
+        if a is not None:
+            self._cache.move_to_end(key)
+            return a
+        if key not in self.key_to_file:
+            raise MissingTensorError(f"{self.where}: checkpoint has no tensor '{key}'", file=self.where, field=key)
+        a = self.file_of(key)[key]
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            self._non_finite(key, int(np.count_nonzero(~np.isfinite(a))))
+        a.setflags(write=False)         # shared by every caller: a constant (copy it to experiment with it)
+        if a.nbytes <= self.cache_budget:   # keep it, dropping the least recently used beyond the budget
+            while self._cache and self._cache_bytes + a.nbytes > self.cache_budget:
+                self._cache_bytes -= self._cache.popitem(last=False)[1].nbytes
             self._cache[key] = a
-        return self._cache[key]
+            self._cache_bytes += a.nbytes
+        return a
 
     def _bf16(self, key: str):
         """`BF16Weight` of a 2-D BF16 tensor when the cpp backend is active, else None."""
@@ -367,6 +382,7 @@ class Weights(Mapping):
 
     def drop_cache(self) -> None:
         self._cache.clear()
+        self._cache_bytes = 0
         self._bf16_cache.clear()
 
 
@@ -460,8 +476,7 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
     """
     inv = {np.dtype(v).str: k for k, v in DTYPES.items() if k not in ("BF16", "U16")}
     inv[np.dtype("<u2").str] = "U16"
-    header: dict = {"__metadata__": {str(k): str(v) for k, v in (metadata or {}).items()}} if metadata else {}
-    blobs, offset = [], 0
+    entries, blobs = [], {}
     for key in sorted(tensors):
         arr = np.asarray(tensors[key])
         if dtype == "BF16" and arr.dtype.kind == "f":
@@ -471,14 +486,29 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
             tag = inv.get(data.dtype.str)
             if tag is None:
                 raise TypeError(f"save_safetensors: tensor '{key}' has unsupported dtype {arr.dtype}")
-        b = np.ascontiguousarray(data).tobytes()
-        header[key] = {"dtype": tag, "shape": list(arr.shape), "data_offsets": [offset, offset + len(b)]}
-        blobs.append(b)
-        offset += len(b)
+        entries.append((key, tag, arr.shape))
+        blobs[key] = np.ascontiguousarray(data).tobytes()
+    write_safetensors(path, entries, lambda key: [blobs[key]], metadata=metadata)
+
+
+def write_safetensors(path: str | os.PathLike, entries, chunks, *, metadata: dict | None = None) -> int:
+    """Stream one .safetensors file from its table of contents, without holding the tensors.
+
+    entries: [(key, dtype tag, shape)] in file order; chunks(key): the tensor's raw little-endian bytes as an
+    iterable of bytes-like pieces (a large tensor can be produced slice by slice). Returns the data bytes.
+    """
+    header: dict = {"__metadata__": {str(k): str(v) for k, v in (metadata or {}).items()}} if metadata else {}
+    offset = 0
+    for key, tag, shape in entries:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPES[tag].itemsize
+        header[key] = {"dtype": tag, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     with open(path, "wb") as fh:
         fh.write(struct.pack("<Q", len(text)))
         fh.write(text)
-        for b in blobs:
-            fh.write(b)
+        for key, _, _ in entries:
+            for piece in chunks(key):
+                fh.write(piece)
+    return offset

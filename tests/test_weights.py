@@ -208,3 +208,27 @@ def test_layout_errors_name_the_tensor(case, tmp_path):
         t["thinker.model.layers.0.self_attn.extra.weight"] = np.zeros(3, np.float32)
     with pytest.raises(SafetensorsError, match=r"unexpected key 'thinker\.model\.layers\.0\.self_attn\.extra"):
         check_weights(_copy_case_weights(case, tmp_path, unexpected), cfg)
+
+
+def test_widened_tensors_stay_within_the_cache_budget(tmp_path, monkeypatch):
+    """The NumPy path widens bf16 per use: beyond OMNIREF_WIDEN_CACHE_MB the least recently used copy goes."""
+    from omniref import backend
+    from omniref.tiny import write_tiny_checkpoint
+    path = write_tiny_checkpoint(tmp_path / "bf16", dtype="BF16")
+    monkeypatch.setenv("OMNIREF_WIDEN_CACHE_MB", "0.05")              # 52 KB
+    w = load_weights(path)
+    big = "thinker.lm_head.weight"                                    # [256, 48] f32 = 48 KB: fits alone
+    with backend.use("numpy"):
+        first = w[big]
+        assert w[big] is first and w._cache_bytes == first.nbytes
+        keys = [k for k in w if k.startswith("thinker.model.layers.0.mlp.experts.")]
+        for k in keys:
+            a = w[k]
+            assert a.dtype == np.float32 and np.array_equal(a, bf16_to_f32(w.raw(k)))
+            assert w._cache_bytes <= w.cache_budget
+        again = w[big]                                                # evicted meanwhile: widened afresh
+        assert again is not first and np.array_equal(again, first) and not again.flags.writeable
+    monkeypatch.setenv("OMNIREF_WIDEN_CACHE_MB", "0.01")
+    small = load_weights(path)
+    with backend.use("numpy"):
+        assert small[big] is not small[big] and small._cache_bytes == 0   # larger than the budget: never kept

@@ -1,6 +1,7 @@
 """`python -m omniref bench`: the C++ hot path against the NumPy path, side by side in one run.
 
     python -m omniref bench [--quick] [--json PATH] [--only kernels,attention,bf16,thinker,code2wav,audio,taps]
+    python -m omniref bench --full-width [--checkpoint DIR] [--quick]     (bench/fullwidth.py)
 
 Figures (best of a few runs each: the machine is shared, the fastest run is the least disturbed one):
   kernels    fp32 GEMM x[M,K] @ W[N,K]^T at M=512, K=N=2048 and GEMV at M=1: GFLOP/s cpp vs NumPy (OpenBLAS)
@@ -51,6 +52,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--threads", type=int, help="OpenMP threads for the cpp kernels (default: all cores)")
+    ap.add_argument("--full-width", action="store_true", help="per-layer cost at the published widths, "
+                    "extrapolated to the published depths (bench/fullwidth.py)")
+    ap.add_argument("--checkpoint", help="with --full-width: a full-width checkpoint of >= 2 layers per stack "
+                    "(default: write one into a temp dir)")
     ap.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     args = ap.parse_args(argv)
     if args.json:                                   # refused now, not after minutes of timing
@@ -58,6 +63,14 @@ def main(argv=None) -> int:
     if args.threads is not None and not 1 <= args.threads <= 4096:
         raise InputError(f"--threads {args.threads}: expected an integer in [1, 4096]", field="--threads",
                          value=args.threads)
+    if args.full_width:
+        from .fullwidth import run
+        try:
+            print(run(args.checkpoint, prompt_tokens=32 if args.quick else 128, decode_tokens=2 if args.quick else 4))
+        except (ValueError, OSError) as e:
+            print(f"omniref bench --full-width: {e}")
+            return 2
+        return 0
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = [p for p in parts if p not in BENCHES]
     if unknown:

@@ -80,7 +80,7 @@ class Talker:
 
     def __init__(self, weights, cfg):
         if isinstance(weights, Weights):
-            check_weights(weights, cfg)          # every key and shape the config implies, named if not
+            check_weights(weights, cfg, allow_extra=True)      # every key and shape the config implies, by name
         self.cfg, self.tc = cfg, cfg.talker_config
         tt = self.tc.text_config
         self.weights = weights

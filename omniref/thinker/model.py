@@ -90,7 +90,7 @@ class Thinker:
 
     def __init__(self, weights, config):
         if isinstance(weights, Weights):
-            check_weights(weights, config)       # every key and shape the config implies, named if not
+            check_weights(weights, config, allow_extra=True)   # every key and shape the config implies, by name
         self.weights, self.config = weights, config
         self.cfg = config.thinker_config
         self.text = self.cfg.text_config

@@ -29,6 +29,7 @@ from typing import Callable, Sequence, Union
 import numpy as np
 
 from omniref.audio import mel, wav
+from omniref.preprocessor_config import ProcessorSettings
 from omniref.thinker.model import ThinkerPrompt
 from omniref.thinker.positions import audio_output_length
 from omniref.vision.preprocess import preprocess_image, preprocess_video
@@ -176,40 +177,43 @@ def newline_token_id(checkpoint_dir, tokenizer=None) -> int | None:
     return None
 
 
-def _waveform(clip) -> np.ndarray:
-    """A WAV path (read and resampled to 16 kHz mono) or a 16 kHz waveform -> [N] float32."""
+def _waveform(clip, rate: int) -> np.ndarray:
+    """A WAV path (read and resampled to `rate` Hz mono) or a waveform already at `rate` -> [N] float32."""
     if isinstance(clip, (str, bytes)) or hasattr(clip, "__fspath__"):
-        return wav.read_wav(clip)
+        return wav.read_wav(clip, rate)
     return np.asarray(clip, np.float32)
 
 
 def build_prompt(ids: PromptIds, vision_config, *, audio=(), images=(), video=None, video_fps: float = 1.0,
-                 video_audio=None, text=(), system=None) -> ThinkerPrompt:
+                 video_audio=None, text=(), system=None, processor: ProcessorSettings | None = None) -> ThinkerPrompt:
     """Media + text of one user turn -> ThinkerPrompt (what Qwen3OmniMoeProcessor.__call__ returns).
 
     audio: clips (WAV paths or 16 kHz waveforms [N]); images: paths, PIL images or uint8 [H, W, 3];
     video: uint8 frames [T, H, W, 3] sampled at `video_fps`; video_audio: the video's own clip
     (use_audio_in_video: its tokens interleave with the video's); text/system: token ids.
     Order in the user turn: audio clips, images, the video, then the text.
+    processor: the checkpoint's preprocessor_config.json settings (default: the published values).
     """
-    vc = vision_config
+    vc, ps = vision_config, processor or ProcessorSettings()
     prompt, items = ThinkerPrompt(input_ids=np.zeros(0, np.int64)), []
     if video_audio is not None and video is None:
         raise ValueError("video_audio needs a video")
-    clips = [_waveform(a) for a in audio]                                         # n x [N] at 16 kHz
+    clips = [_waveform(a, ps.sampling_rate) for a in audio]                       # n x [N] at 16 kHz
     if video_audio is not None:
-        clips.append(_waveform(video_audio))                                      # the video's clip comes last
+        clips.append(_waveform(video_audio, ps.sampling_rate))                    # the video's clip comes last
     if clips:
-        prompt.input_features, prompt.feature_attention_mask = mel.extract_features(clips)  # [n, 128, F], [n, F]
+        prompt.input_features, prompt.feature_attention_mask = mel.extract_features(
+            clips, ps.feature_size, ps.n_fft, ps.hop_length, ps.sampling_rate)    # [n, 128, F], [n, F]
         items += [Audio(int(n)) for n in prompt.feature_attention_mask.sum(1)[:len(audio)]]
-    patches = [preprocess_image(im, vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size)
-               for im in images]
+    patches = [preprocess_image(im, vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size,
+                                ps.min_pixels, ps.max_pixels) for im in images]
     if patches:
         prompt.pixel_values = np.concatenate([vi.pixel_values for vi in patches])   # [P, 3*2*p*p]
         prompt.image_grid_thw = np.stack([vi.grid_thw[0] for vi in patches])        # [n_img, 3]
         items += [Image(vi.grid_thw[0]) for vi in patches]
     if video is not None:
-        vi = preprocess_video(video, vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size, fps=video_fps)
+        vi = preprocess_video(video, vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size, fps=video_fps,
+                              min_pixels=ps.video_min_pixels, max_pixels=ps.video_max_pixels)
         prompt.video_pixel_values, prompt.video_grid_thw = vi.pixel_values, vi.grid_thw  # [Pv, 3*2*p*p], [1, 3]
         prompt.video_second_per_grid = np.array([vi.second_per_grid], np.float32)     # [1]
         own = int(prompt.feature_attention_mask[-1].sum()) if video_audio is not None else None

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from omniref import _native, nn, weights
+from omniref.errors import InputError
 
 BACKENDS = ("numpy", "cpp")
 _local = threading.local()
@@ -63,20 +64,23 @@ def _warn_once() -> None:
                       RuntimeWarning, stacklevel=3)
 
 
-def _check_name(name: str) -> str:
+def _check_name(name: str, source: str = "backend") -> str:
+    """A backend name -> 'numpy' or 'cpp'; anything else is an InputError naming `source` (the option or
+    environment variable it came from)."""
     name = str(name).strip().lower()
     if name not in BACKENDS:
-        raise ValueError(f"unknown omniref backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        raise InputError(f"unknown omniref backend {name!r} (from {source}); choose one of "
+                         f"{', '.join(BACKENDS)}", field=source, value=name)
     if name == "cpp" and not available():
-        raise RuntimeError(f"omniref backend 'cpp' requested but the C++ extension is not available "
-                           f"({_native.IMPORT_ERROR}); build it with `pip install -e .` or use numpy")
+        raise InputError(f"{source} 'cpp': the C++ extension is not available ({_native.IMPORT_ERROR}); build it "
+                         "with `pip install -e .` or use numpy", field=source, value=name)
     return name
 
 
 def _default() -> str:
     env = os.environ.get("OMNIREF_BACKEND", "").strip()
     if env:
-        return _check_name(env)
+        return _check_name(env, "OMNIREF_BACKEND")
     if available():
         return "cpp"
     _warn_once()

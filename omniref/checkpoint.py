@@ -194,30 +194,84 @@ def expected_shapes(cfg: OmniConfig, components=None) -> dict[str, tuple[int, ..
     return out
 
 
-def check_weights(weights: Weights, cfg: OmniConfig | None) -> list[str]:
-    """Check names and shapes of a loaded checkpoint against its config; return the components present.
+def check_weights(weights: Weights, cfg: OmniConfig | None, *, allow_extra: bool = False) -> list[str]:
+    """Check names, shapes and dtypes of a loaded checkpoint against its config; return the components present.
 
     A checkpoint may hold only some components (a code2wav-only case), but a component that is present must
-    be complete. Raises SafetensorsError naming the first missing/unexpected key or shape mismatch.
+    be complete: the architecture comes from the config, never from which keys happen to exist. Raises
+    SafetensorsError (a CheckpointError) naming the missing, unexpected or misshapen keys (the first few and
+    how many in all), or a tensor whose dtype is not the checkpoint's float dtype. allow_extra: tensors the
+    config does not imply are fine (a model class built with fewer layers than the file has, as the
+    full-width bench does; the entry points are strict).
     """
     if cfg is None:
         return []
     present = sorted({c for c in map(component_of, weights) if c is not None})
     unknown = [k for k in weights if component_of(k) is None]
-    if unknown:
-        raise SafetensorsError(f"{weights.where}: unexpected key '{unknown[0]}' "
-                               f"({len(unknown)} keys outside the Hub layout)")
+    if unknown and not allow_extra:
+        raise SafetensorsError(f"{weights.where}: unexpected key {_names(unknown)} outside the Hub layout",
+                               field=unknown[0])
+    if not allow_extra:
+        _check_key_count(weights, cfg, present)
     expected = expected_shapes(cfg, present)
     missing = [k for k in expected if k not in weights]
     if missing:
-        raise SafetensorsError(f"{weights.where}: missing key '{missing[0]}' (expected shape "
-                               f"{list(expected[missing[0]])}; {len(missing)} missing in all)")
+        raise SafetensorsError(f"{weights.where}: missing key {_names(missing)} (the config implies shape "
+                               f"{list(expected[missing[0]])} for the first)", field=missing[0])
     extra = [k for k in weights if k not in expected]
-    if extra:
-        raise SafetensorsError(f"{weights.where}: unexpected key '{extra[0]}' with shape "
-                               f"{list(weights.shape(extra[0]))} ({len(extra)} unexpected in all)")
-    for k, shape in expected.items():
-        if tuple(weights.shape(k)) != tuple(shape):
-            raise SafetensorsError(f"{weights.where}: tensor '{k}' has shape {list(weights.shape(k))}, "
-                                   f"the config implies {list(shape)}")
+    if extra and not allow_extra:
+        raise SafetensorsError(f"{weights.where}: unexpected key {_names(extra)} (shape "
+                               f"{list(weights.shape(extra[0]))} for the first) that the config does not "
+                               "imply", field=extra[0])
+    wrong = [k for k, shape in expected.items() if tuple(weights.shape(k)) != tuple(shape)]
+    if wrong:
+        k = wrong[0]
+        more = f" ({len(wrong) - 1} more tensors misshapen: {_names(wrong[1:])})" if len(wrong) > 1 else ""
+        raise SafetensorsError(f"{weights.where}: tensor '{k}' has shape {list(weights.shape(k))}, the config "
+                               f"implies {list(expected[k])}{more}", field=k)
+    _check_dtypes(weights, cfg)
     return present
+
+
+# config.json's `dtype` (or older `torch_dtype`) -> the safetensors dtype of every float tensor
+CONFIG_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16", "float64": "F64"}
+FLOAT_DTYPES = ("F32", "BF16", "F16", "F64")
+
+
+def _names(keys: list[str], shown: int = 3) -> str:
+    """'a', 'b', 'c' and 4 more (7 in all): a one-line list that names each culprit up to `shown`."""
+    head = ", ".join(f"'{k}'" for k in keys[:shown])
+    return head + (f" and {len(keys) - shown} more ({len(keys)} in all)" if len(keys) > shown else "")
+
+
+def _check_key_count(weights: Weights, cfg: OmniConfig, present: list[str]) -> None:
+    """Refuse a config implying far more tensors than the checkpoint holds before building the key table
+    (config.validate bounds each size, but 1024 layers x 1024 experts would still be millions of keys)."""
+    n = 0
+    for name in present:
+        for dec in {"thinker": [cfg.thinker_config.text_config], "talker": [cfg.talker_config.text_config,
+                    cfg.talker_config.code_predictor_config]}.get(name, []):
+            n += dec.num_hidden_layers * (3 * max(1, getattr(dec, "num_experts", 1)) + 12)
+    if n > 2 * len(weights) + 10000:
+        raise SafetensorsError(f"{weights.where}: the config implies at least {n} tensors but the checkpoint "
+                               f"holds {len(weights)}: config and checkpoint do not belong together")
+
+
+def _check_dtypes(weights: Weights, cfg: OmniConfig) -> None:
+    """Every weight is stored in one float dtype, the one most tensors have (config.json's `dtype` is often
+    stale, so the file decides; it breaks ties).
+
+    A relabelled tensor (F32 bytes read as I32, BF16 bytes read as F16) has the right size and shape, so
+    only its dtype can give it away; computing with it would silently change every output.
+    """
+    extra = getattr(cfg, "extra", None) or {}
+    declared = CONFIG_DTYPES.get(extra.get("dtype") or extra.get("torch_dtype") or "")
+    dtypes: dict[str, list[str]] = {}
+    for k in weights:
+        dtypes.setdefault(weights.dtype(k), []).append(k)
+    floats = [d for d in dtypes if d in FLOAT_DTYPES]
+    want = max(floats, key=lambda d: (len(dtypes[d]), d == declared)) if floats else "F32"
+    for d, keys in dtypes.items():
+        if d != want:
+            raise SafetensorsError(f"{weights.where}: tensor {_names(keys)} stored as {d}, but the other "
+                                   f"{len(dtypes.get(want, []))} tensors are {want}", field=keys[0], value=d)

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import math
 import re
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 
-from .trace import TraceError, TraceFile, load_trace, tap_for
+from .errors import InputError
+from .trace import TraceFile, load_trace, tap_for
 from .verify import tolerance
 
 __all__ = ["Row", "where", "compare_arrays", "compare", "first_divergence", "format_rows", "main"]
@@ -244,11 +246,9 @@ def main(argv=None) -> int:
     ap.add_argument("--first", action="store_true", help="stop at the first divergence and say where to look")
     ap.add_argument("-q", "--quiet", action="store_true", help="print only keys that do not agree")
     args = ap.parse_args(argv)
-    try:
-        ours, ref = load_trace(args.ours), load_trace(args.reference)
-    except TraceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.rtol is not None and not (math.isfinite(args.rtol) and args.rtol > 0):
+        raise InputError(f"--rtol {args.rtol}: expected a finite number > 0", field="--rtol", value=args.rtol)
+    ours, ref = load_trace(args.ours), load_trace(args.reference)     # a TraceError (InputError) names the file
     rows, extra = compare(ours, ref, args.rtol)
     found = first_divergence(rows, ref.arrays)
     shown = rows[:rows.index(found[0]) + 1] if args.first and found else rows

@@ -58,29 +58,48 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speaker", default="ethan")
     ap.add_argument("--thinker-max-new-tokens", type=int, default=12)
     ap.add_argument("--talker-max-new-tokens", type=int, default=40)
+    ap.add_argument("--force", action="store_true", help="overwrite the outputs of an earlier run in --out")
     args = ap.parse_args(argv)
 
     from . import pipeline
     from .audio.wav import write_wav
+    from .checkpoint import check_weights
     from .config import load_config
+    from .errors import InputError, MediaError, output_file, regular_file
     from .thinker.prompt import newline_token_id
     from .tiny import TINY_TOKEN_IDS, write_tiny_checkpoint
     from .weights import load_weights
 
-    print(BANNER, flush=True)
+    # ---- every input and output checked before the first computation (errors: one line, see omniref.cli)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: --out must be a folder, and this is a file", file=out)
+    outputs = [out / "speech.wav", out / "speech.png", out / "codes.npy"]
+    if out.is_dir():
+        inputs = [args.audio, args.image] + (list(Path(args.checkpoint).glob("*")) if args.checkpoint else [])
+        for path in outputs:
+            output_file(path, "demo output", force=args.force, inputs=inputs)
+    for option in ("thinker_max_new_tokens", "talker_max_new_tokens"):
+        if getattr(args, option) < 1:
+            raise InputError(f"--{option.replace('_', '-')} {getattr(args, option)}: expected an integer >= 1",
+                             field=option)
+    regular_file(args.audio, "WAV file", MediaError)
+    regular_file(args.image, "image file", MediaError)
+    print(BANNER, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     if args.checkpoint:
         ckpt = Path(args.checkpoint)
         nl = args.nl_id if args.nl_id is not None else newline_token_id(ckpt)
         if nl is None:
-            raise ValueError(f"{ckpt}: cannot tell the newline token id; pass --nl-id")
+            raise InputError(f"{ckpt}: cannot tell the newline token id; pass --nl-id", field="--nl-id")
     else:
         ckpt = out / f"tiny_checkpoint_seed{args.seed}"
         if not (ckpt / "model.safetensors").is_file():
             write_tiny_checkpoint(ckpt, seed=args.seed)
         nl = TINY_TOKEN_IDS["nl"]
     cfg, weights = load_config(ckpt), load_weights(ckpt)
+    check_weights(weights, cfg)                          # every tensor the config implies, by name and shape
+    cfg.talker_config.speaker(args.speaker)              # an unknown --speaker before the thinker runs
     print(f"\ncheckpoint {ckpt} ({len(weights)} tensors)\naudio      {args.audio}\nimage      {args.image}\n",
           flush=True)
 

@@ -54,8 +54,64 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", metavar="OUT.npz", help="also save every tap of the run (docs/taps.md)")
     p.add_argument("--tap", action="append", help="with --trace: keep only names matching this glob (repeatable)")
     p.add_argument("--all-calls", action="store_true", help="with --trace: also keep later calls as NAME@n")
-    p.add_argument("--force", action="store_true", help="overwrite the --trace file if it exists")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --wav or --trace file")
     return p
+
+
+# ---- inputs checked before anything is computed: each refusal is one InputError naming the option and value
+def check_options(args) -> None:
+    """The numeric options: ranges that need no config (InputError naming the option and its value)."""
+    import math
+
+    from omniref.errors import InputError
+
+    def need(ok: bool, option: str, value, expected: str) -> None:
+        if not ok:
+            raise InputError(f"{option} {value!r}: expected {expected}", field=option, value=value)
+    need(args.max_new_tokens >= 1, "--max-new-tokens", args.max_new_tokens, "an integer >= 1")
+    need(args.talker_max_new_tokens >= 1, "--talker-max-new-tokens", args.talker_max_new_tokens, "an integer >= 1")
+    need(math.isfinite(args.temperature) and args.temperature >= 0, "--temperature", args.temperature,
+         "a finite number >= 0 (0 = greedy)")
+    need(args.top_k >= 0, "--top-k", args.top_k, "an integer >= 0 (0 = all)")
+    need(math.isfinite(args.top_p) and 0 < args.top_p <= 1, "--top-p", args.top_p, "a number in (0, 1]")
+    need(math.isfinite(args.repetition_penalty) and args.repetition_penalty > 0, "--repetition-penalty",
+         args.repetition_penalty, "a finite number > 0")
+    need(0 <= args.seed < 2 ** 63, "--seed", args.seed, "an integer in [0, 2^63)")
+    need(math.isfinite(args.video_fps) and args.video_fps > 0, "--video-fps", args.video_fps, "a finite number > 0")
+    need(args.nl_id is None or args.nl_id >= 0, "--nl-id", args.nl_id, "a token id >= 0")
+    need(not args.video_audio or bool(args.video), "--video-audio", args.video_audio, "--video as well")
+    if args.prompt_ids is not None:
+        parse_ids(args.prompt_ids, "--prompt-ids")
+
+
+def parse_ids(text: str, option: str) -> list[int]:
+    """'5,6,7' -> [5, 6, 7]; anything but comma-separated decimal integers is an InputError naming the item."""
+    from omniref.errors import InputError
+    items = [t.strip() for t in text.split(",")]
+    if not text.strip():
+        raise InputError(f"{option} is empty: expected comma-separated token ids", field=option, value=text)
+    for t in items:
+        if not (t.isdigit() or (t[:1] == "-" and t[1:].isdigit())):
+            raise InputError(f"{option}: item {t!r} of {text!r} is not an integer token id", field=option, value=t)
+    return [int(t) for t in items]
+
+
+def check_prompt_ids(ids, cfg, option: str) -> None:
+    """User text ids must be rows of the vocabulary and must not be media placeholders (those come from
+    --audio / --image / --video, which also decide how many of them the prompt gets)."""
+    from omniref.errors import InputError
+    th = cfg.thinker_config
+    vocab = th.text_config.vocab_size
+    bad = [t for t in ids if not 0 <= t < vocab]
+    if bad:
+        raise InputError(f"{option}: token id {bad[0]} is outside the vocabulary [0, {vocab})", field=option,
+                         value=bad[0])
+    placeholders = {th.audio_token_id: "audio", th.image_token_id: "image", th.video_token_id: "video"}
+    for t in ids:
+        if t in placeholders:
+            raise InputError(f"{option}: id {t} is the {placeholders[t]} placeholder; media come from "
+                             f"--{placeholders[t]}, which also sets how many placeholders the prompt gets",
+                             field=option, value=t)
 
 
 def _byte_ids(text: str, cfg) -> list[int]:
@@ -67,7 +123,9 @@ def _byte_ids(text: str, cfg) -> list[int]:
                th.audio_end_token_id, th.vision_start_token_id, th.vision_end_token_id]
     lo, vocab = max(special) + 1, th.text_config.vocab_size
     if lo >= vocab:
-        raise ValueError("no tokenizer and no free id range above the special ids: pass --prompt-ids")
+        from omniref.errors import InputError
+        raise InputError("no tokenizer and no free id range above the special ids: pass --prompt-ids",
+                         field="--prompt")
     return [lo + b % (vocab - lo) for b in text.encode("utf-8")]
 
 
@@ -81,21 +139,31 @@ def _newline_id(args, ckpt: Path, cfg, tokenizer) -> int:
     if (cfg.im_start_token_id, cfg.user_token_id, cfg.assistant_token_id) == (T["im_start"], T["user"],
                                                                              T["assistant"]):
         return T["nl"]
-    raise ValueError("cannot tell the newline token id (no tokenizer, no meta.json token_ids): pass --nl-id")
+    from omniref.errors import InputError
+    raise InputError("cannot tell the newline token id (no tokenizer, no meta.json token_ids): pass --nl-id",
+                     field="--nl-id")
 
 
 def prompt_from_args(args, cfg, tokenizer, nl_id: int, processor=None):
     """Media files + text of the command line -> ThinkerPrompt (thinker.prompt.build_prompt); `processor`:
     the checkpoint's preprocessor_config.json settings."""
     from omniref.thinker.prompt import PromptIds, build_prompt
+    from omniref.errors import MediaError
+    from omniref.vision.preprocess import load_video
     encode = tokenizer.encode if tokenizer is not None else (lambda s: _byte_ids(s, cfg))
-    text = [int(t) for t in args.prompt_ids.split(",")] if args.prompt_ids else (encode(args.prompt) if args.prompt else [])
-    if args.video_audio and not args.video:
-        raise ValueError("--video-audio needs --video")
-    return build_prompt(PromptIds.from_config(cfg, nl_id), cfg.thinker_config.vision_config, audio=args.audio,
-                        images=args.image, video=np.load(args.video) if args.video else None,
-                        video_fps=args.video_fps, video_audio=args.video_audio or None, text=text,
-                        system=encode(args.system) if args.system else None, processor=processor)
+    text = parse_ids(args.prompt_ids, "--prompt-ids") if args.prompt_ids is not None else (
+        encode(args.prompt) if args.prompt else [])
+    check_prompt_ids(text, cfg, "--prompt-ids")
+    video = load_video(args.video) if args.video else None
+    try:
+        return build_prompt(PromptIds.from_config(cfg, nl_id), cfg.thinker_config.vision_config, audio=args.audio,
+                            images=args.image, video=video, video_fps=args.video_fps,
+                            video_audio=args.video_audio or None, text=text,
+                            system=encode(args.system) if args.system else None, processor=processor)
+    except MediaError as e:                 # audio and image errors name their files; the frames have none
+        if e.file is None and args.video:
+            raise MediaError(f"{args.video}: {e}", file=args.video, field=e.field, value=e.value) from None
+        raise
 
 
 def prompt_arrays(prompt) -> dict[str, np.ndarray]:
@@ -113,25 +181,40 @@ def prompt_arrays(prompt) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Errors are OmnirefErrors naming the culprit; `omniref.cli` prints them as one line with their exit code.
+    Everything that can be checked is checked before the first matmul."""
     args = _parser().parse_args(argv)
-    if args.trace and Path(args.trace).exists() and not args.force:
-        print(f"omniref generate: {args.trace}: already exists (use --force to overwrite)", file=sys.stderr)
-        return 2
+    from omniref.checkpoint import check_weights
+    from omniref.errors import CheckpointError, InputError, output_file
     from omniref.hub import open_checkpoint, require_talker
     from omniref.thinker.model import Thinker
     from omniref.thinker.sampling import SamplingConfig
     ckpt = Path(args.checkpoint)
-    try:
-        hub = open_checkpoint(ckpt, check=False)
-        cfg, weights, tokenizer = hub.config, hub.weights, hub.tokenizer
-        if args.wav:
-            require_talker(cfg, "--wav")
-        prompt = prompt_from_args(args, cfg, tokenizer, _newline_id(args, ckpt, cfg, tokenizer), hub.processor)
-        sampling = SamplingConfig(do_sample=args.temperature > 0, temperature=args.temperature, top_k=args.top_k,
-                                  top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"omniref generate: {e}", file=sys.stderr)
-        return 2
+    check_options(args)
+    if not ckpt.is_dir():
+        raise CheckpointError(f"{ckpt}: --checkpoint must be a checkpoint directory (config.json + safetensors)",
+                              file=ckpt)
+    inputs = [*args.audio, *args.image, args.video, args.video_audio, *ckpt.iterdir()]
+    if args.wav:
+        output_file(args.wav, "--wav output", force=args.force, inputs=inputs)
+    if args.trace:
+        output_file(args.trace, "--trace output", force=args.force, inputs=inputs)
+    hub = open_checkpoint(ckpt, check=False)
+    cfg, weights, tokenizer = hub.config, hub.weights, hub.tokenizer
+    check_weights(weights, cfg)                        # every key and shape the config implies, named if not
+    if args.wav:
+        require_talker(cfg, "--wav")
+        cfg.talker_config.speaker(args.speaker)        # an unknown --speaker before the thinker runs
+    nl_id = _newline_id(args, ckpt, cfg, tokenizer)
+    check_prompt_ids([nl_id], cfg, "--nl-id")
+    prompt = prompt_from_args(args, cfg, tokenizer, nl_id, hub.processor)
+    limit = cfg.thinker_config.text_config.max_position_embeddings
+    if prompt.input_ids.shape[0] + args.max_new_tokens > limit:
+        raise InputError(f"the prompt ({prompt.input_ids.shape[0]} tokens) plus --max-new-tokens "
+                         f"{args.max_new_tokens} exceeds max_position_embeddings = {limit}", field="--max-new-tokens",
+                         value=args.max_new_tokens)
+    sampling = SamplingConfig(do_sample=args.temperature > 0, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
     accept = cfg.talker_config.accept_hidden_layer if args.wav else None
     print(f"prompt: {prompt.input_ids.shape[0]} tokens", file=sys.stderr)
     trace = _trace_for(args, cfg, prompt)                                     # None without --trace

@@ -11,6 +11,7 @@ Every key is described in `docs/golden_format.md`; `tests/golden/` holds the pro
 from __future__ import annotations
 
 import json
+import os
 import re
 from functools import cached_property
 from pathlib import Path
@@ -18,9 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from .config import OmniConfig, load_config
+from .errors import InputError, parse_json, regular_file
 from .weights import Weights, load_weights
 
 __all__ = ["Case", "numbered", "natural_key"]
+
+
+# keys that hold ids, codes, counts, grids or masks: the reference stores them as integers, and a float there
+# (1.5 read as token 1) would be accepted silently
+INTEGER_SUFFIXES = ("input_ids", "generated_ids", "sequences", "codes", "tokens", "grid_thw", "feature_lens",
+                    "attention_mask", "chunk_size", "left_context_size", "use_audio_in_video")
 
 
 def natural_key(key: str):
@@ -43,26 +51,42 @@ class Case:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not (self.path / "golden.npz").is_file():
-            raise FileNotFoundError(f"{self.path}: not a golden case (no golden.npz)")
+            raise InputError(f"{self.path}: not a golden case (no golden.npz)", file=self.path)
         self.name = self.path.name
 
     @cached_property
     def golden(self) -> dict[str, np.ndarray]:
-        with np.load(self.path / "golden.npz") as z:
-            return {k: z[k] for k in z.files}
+        """golden.npz as {key: array}: plain arrays only (no pickles), id/code keys integer-typed."""
+        path = regular_file(self.path / "golden.npz", "golden file", InputError)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                golden = {k: z[k] for k in z.files}
+        except (ValueError, OSError, EOFError) as e:
+            raise InputError(f"{path}: not a readable .npz of plain arrays ({e})", file=path) from None
+        for k, v in golden.items():
+            if k.endswith(INTEGER_SUFFIXES) and v.dtype.kind not in "iub":
+                raise InputError(f"{path}: key '{k}' has dtype {v.dtype}, expected integers (ids, codes, counts "
+                                 "and masks are integer-valued)", file=path, field=k, value=str(v.dtype))
+        return golden
 
     @cached_property
     def meta(self) -> dict:
         p = self.path / "meta.json"
-        return json.loads(p.read_text()) if p.is_file() else {}
+        if not os.path.lexists(p):
+            return {}
+        meta = parse_json(regular_file(p, "meta.json", InputError).read_bytes(), p, "meta.json", InputError, 64)
+        if not isinstance(meta, dict):
+            raise InputError(f"{p}: meta.json must be a JSON object", file=p)
+        return meta
 
     @cached_property
     def config(self) -> OmniConfig | None:
-        return load_config(self.path) if (self.path / "config.json").is_file() else None
+        # lexists, not is_file: a FIFO or directory named config.json is an error load_config names
+        return load_config(self.path) if os.path.lexists(self.path / "config.json") else None
 
     @cached_property
     def weights(self) -> Weights | None:
-        has = (self.path / "model.safetensors").is_file() or (self.path / "model.safetensors.index.json").is_file()
+        has = any(os.path.lexists(self.path / n) for n in ("model.safetensors", "model.safetensors.index.json"))
         return load_weights(self.path) if has else None
 
     def has(self, *keys: str) -> bool:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .checkpoint import check_weights
 from .config import OmniConfig, load_config
+from .errors import InputError
 from .preprocessor_config import ProcessorSettings, load_processor_settings
 from .thinker.tokenizer import Tokenizer, load_tokenizer
 from .weights import Weights, load_weights
@@ -29,7 +30,7 @@ from .weights import Weights, load_weights
 __all__ = ["Checkpoint", "NoTalkerError", "open_checkpoint", "require_talker"]
 
 
-class NoTalkerError(ValueError):
+class NoTalkerError(InputError):
     """A command needs speech output but the checkpoint is thinker-only."""
 
 

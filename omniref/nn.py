@@ -19,6 +19,7 @@ __all__ = ["linear", "rms_norm", "layer_norm", "gelu", "gelu_tanh", "silu", "sig
 
 F32 = np.float32
 SNAKE_EPS = 1e-9               # keeps 1 / e^β finite (the reference's `no_div_by_zero`)
+QUERY_BLOCK_SCORES = 1 << 24   # attention scores per query block (64 MiB of float32): memory only, see attention
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -99,7 +100,8 @@ def apply_rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
 
 
 def attention_mask(Lq: int, Lk: int, *, causal: bool = False, sliding_window: int | None = None,
-                   segments: np.ndarray | None = None, mask: np.ndarray | None = None) -> np.ndarray | None:
+                   segments: np.ndarray | None = None, mask: np.ndarray | None = None,
+                   rows: slice | None = None) -> np.ndarray | None:
     """Which keys each query may see, as a boolean [Lq, Lk] (True = attend), or None for "all of them".
 
     causal:          query i sits at absolute position Lk-Lq+i (the last Lq of Lk tokens, so the same rule
@@ -108,22 +110,24 @@ def attention_mask(Lq: int, Lk: int, *, causal: bool = False, sliding_window: in
     segments:        int [L] block ids (Lq == Lk): attend only inside the same block (block-diagonal masks
                      of the audio windows and of the vision encoder's per-image attention, i.e. cu_seqlens).
     mask:            an extra boolean [Lq, Lk] ANDed in.
+    rows:            only these queries' rows -> [r, Lk] (a block of queries never needs the whole mask).
     """
+    rows = slice(0, Lq) if rows is None else rows
     allowed = None
     if causal or sliding_window is not None:
-        q_pos = np.arange(Lk - Lq, Lk)[:, None]              # [Lq, 1]
+        q_pos = np.arange(Lk - Lq, Lk)[rows][:, None]        # [r, 1]
         k_pos = np.arange(Lk)[None, :]                       # [1, Lk]
-        allowed = k_pos <= q_pos if causal else np.ones((Lq, Lk), bool)     # [Lq, Lk]
+        allowed = k_pos <= q_pos if causal else np.ones((q_pos.shape[0], Lk), bool)     # [r, Lk]
         if sliding_window is not None:
             allowed = allowed & (k_pos > q_pos - sliding_window)
     if segments is not None:
         segments = np.asarray(segments)
         if Lq != Lk or segments.shape != (Lk,):
             raise ValueError(f"segments must have shape [{Lk}] with Lq == Lk (got {segments.shape}, Lq={Lq})")
-        same = segments[:, None] == segments[None, :]        # [L, L]
+        same = segments[rows][:, None] == segments[None, :]  # [r, L]
         allowed = same if allowed is None else allowed & same
     if mask is not None:
-        allowed = mask if allowed is None else allowed & mask
+        allowed = mask[rows] if allowed is None else allowed & mask[rows]
     return allowed
 
 
@@ -145,16 +149,36 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool = Fal
     q [nh, Lq, hd], k/v [nkv, Lk, hd] -> [nh, Lq, hd]
     GQA: nh query heads share nkv key/value heads, query head h reads kv head h // (nh // nkv), so the KV
     cache is nh/nkv times smaller. Masks as in `attention_mask`. Scores are scaled by hd^-1/2 by default.
+
+    Memory: the queries go through in blocks of `rows` so that one block's scores [nh, rows, Lk] stay under
+    QUERY_BLOCK_SCORES floats; memory then grows linearly with the prompt (a 60k-token prompt would need a
+    53.7 GiB score matrix at once). Each query's softmax needs every key but no other query, so blocking
+    computes the same dot products and sums; only BLAS's choice of kernel for a shorter matrix may round the
+    last bit of a score differently (float32 rounding; no tiny or golden case is long enough to block).
     """
     check_attention_shapes(q, k, v)
     nh, Lq, hd = q.shape
     nkv, Lk, _ = k.shape
     scale = float(hd) ** -0.5 if scale is None else scale
+    rows = max(1, QUERY_BLOCK_SCORES // max(1, nh * Lk))                 # queries per block
+    blocks = [_attention_rows(q[:, s:s + rows], k, v, slice(s, min(s + rows, Lq)), Lq, scale, causal=causal,
+                             sliding_window=sliding_window, segments=segments, mask=mask)
+              for s in range(0, Lq, rows)]                               # each [nh, r, hd]
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)   # [nh, Lq, hd]
+
+
+def _attention_rows(q: np.ndarray, k: np.ndarray, v: np.ndarray, rows: slice, Lq: int, scale: float, *,
+                   causal: bool, sliding_window, segments, mask) -> np.ndarray:
+    """One block of `attention`: queries q [nh, r, hd] (rows `rows` of all Lq) against every key
+    k/v [nkv, Lk, hd] -> [nh, r, hd]."""
+    nh, r, hd = q.shape
+    nkv, Lk, _ = k.shape
     group = nh // nkv
-    qg = q.reshape(nkv, group * Lq, hd)                                  # [nkv, g·Lq, hd]
-    scores = np.matmul(qg, k.transpose(0, 2, 1)) * F32(scale)            # [nkv, g·Lq, Lk]
-    scores = scores.reshape(nkv, group, Lq, Lk)                          # [nkv, g, Lq, Lk]
-    allowed = attention_mask(Lq, Lk, causal=causal, sliding_window=sliding_window, segments=segments, mask=mask)
+    qg = q.reshape(nkv, group * r, hd)                                   # [nkv, g·r, hd]
+    scores = np.matmul(qg, k.transpose(0, 2, 1)) * F32(scale)            # [nkv, g·r, Lk]
+    scores = scores.reshape(nkv, group, r, Lk)                           # [nkv, g, r, Lk]
+    allowed = attention_mask(Lq, Lk, causal=causal, sliding_window=sliding_window, segments=segments, mask=mask,
+                             rows=rows)                                  # [r, Lk] or None
     if allowed is not None:
         scores = np.where(allowed, scores, F32(-np.inf))
     with np.errstate(invalid="ignore"):       # rows with no visible key give -inf - -inf here
@@ -162,8 +186,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool = Fal
     if allowed is not None and not allowed.any(axis=-1).all():
         # a query that may see no key at all attends to nothing: its output is 0 (not 0/0 = NaN)
         probs = np.where(allowed.any(axis=-1, keepdims=True), probs, F32(0.0))
-    probs = probs.reshape(nkv, group * Lq, Lk)                           # [nkv, g·Lq, Lk]
-    return np.matmul(probs, v).reshape(nh, Lq, hd)                       # [nkv, g·Lq, hd] -> [nh, Lq, hd]
+    probs = probs.reshape(nkv, group * r, Lk)                            # [nkv, g·r, Lk]
+    return np.matmul(probs, v).reshape(nh, r, hd)                        # [nkv, g·r, hd] -> [nh, r, hd]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -189,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--big-memory", type=float, default=128.0, help="the bigger machine's GiB (128)")
     ap.add_argument("--memory", type=float, default=24.0, help="this machine's memory in GiB (24)")
     args = ap.parse_args(argv)
+    if args.context < 1:
+        from .errors import InputError
+        raise InputError(f"--context {args.context}: expected a context length >= 1", field="--context",
+                         value=args.context)
     try:
         cfg = load_config(args.config)
         itemsize, note = None, "bf16 assumed (no weights)"
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             itemsize = _Sizes(sizes)
             weight_bytes = float(sum(sizes[k] * np.prod(w.shape(k)) for k in w))
             note = f"{len(w)} tensors in {len(w.files)} file(s), dtypes {sorted({w.dtype(k) for k in w})}"
-    except (ValueError, FileNotFoundError) as e:
+    except FileNotFoundError as e:          # omniref errors go to the CLI's one-line report with their exit code
         print(f"omniref summary: {e}", file=sys.stderr)
         return 2
     bandwidth = args.bandwidth * 1e9 if args.bandwidth else measure_bandwidth()

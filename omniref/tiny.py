@@ -149,7 +149,8 @@ def write_tiny_checkpoint(out_dir, seed: int = 0, *, dtype: str | None = None) -
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = tiny_config()
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    declared = {"BF16": "bfloat16"}.get(dtype, config["dtype"])     # config.json names the stored dtype
+    (out / "config.json").write_text(json.dumps({**config, "dtype": declared}, indent=2))
     save_safetensors(out / "model.safetensors", tiny_weights(config, seed), dtype=dtype,
                      metadata={"format": "pt", "omniref": f"tiny random weights, seed {seed}"})
     return out

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from . import taps
+from .errors import InputError, output_file, regular_file
 from .verify import STAGES
 
 __all__ = ["Tap", "TAPS", "LEGEND", "tap_for", "tap_table_markdown", "Trace", "TraceFile", "TraceError", "save_trace",
@@ -311,7 +312,7 @@ class TraceFile:
     meta: dict = field(default_factory=dict)
 
 
-class TraceError(ValueError):
+class TraceError(InputError):
     """A trace that cannot be read; the message is one line naming the file and what is wrong."""
 
 
@@ -330,8 +331,8 @@ def load_trace(path) -> TraceFile:
         if not (p / "golden.npz").is_file():
             raise TraceError(f"{p}: a directory but not a golden case (no golden.npz inside)")
         p = p / "golden.npz"
-    elif not p.exists():
-        raise TraceError(f"{p}: no such file")
+    else:
+        regular_file(p, "trace", TraceError)             # a FIFO would block np.load forever
     try:
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -385,17 +386,20 @@ def main_trace(argv=None) -> int:
     ap.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    if out.exists() and not args.force:
-        print(f"error: {out}: already exists (use --force to overwrite)", file=sys.stderr)
-        return 2
     if not (Path(args.case) / "golden.npz").is_file():
-        print(f"error: {args.case}: not a golden case directory (no golden.npz)", file=sys.stderr)
-        return 2
-    try:
-        tr = trace_case(args.case, args.tap, "all" if args.all_calls else "first", args.stage)
-        tr.save(out, force=args.force)
-    except (OSError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise InputError(f"{args.case}: not a golden case directory (no golden.npz)", file=args.case)
+    # before any stage runs: never over an existing file without --force, never onto the case or into it
+    output_file(out, "trace", force=args.force, inputs=list(Path(args.case).iterdir()))
+    unknown = sorted(set(args.stage or []) - {s.name for s in STAGES})
+    if unknown:
+        raise InputError(f"--stage {', '.join(unknown)}: unknown; known: {', '.join(s.name for s in STAGES)}",
+                         field="--stage", value=unknown)
+    from .checkpoint import check_weights
+    from .golden import Case
+    case = Case(args.case)
+    if case.weights is not None:
+        check_weights(case.weights, case.config)          # every key and shape the config implies, named if not
+    tr = trace_case(args.case, args.tap, "all" if args.all_calls else "first", args.stage)
+    tr.save(out, force=args.force)
     print(f"wrote {len(tr)} arrays ({len(tr.inputs)} inputs) to {out}")
     return 0

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backend
+from .errors import InputError, OmnirefError
 from .golden import Case, natural_key
 
 __all__ = ["Stage", "STAGES", "tolerance", "compare_arrays", "run_case", "main"]
@@ -85,18 +86,30 @@ def tolerance(key: str, golden: np.ndarray) -> float:
 
 
 def compare_arrays(ours: np.ndarray, ref: np.ndarray) -> tuple[str | None, float, float]:
-    """-> (problem or None, max abs error, error relative to max|ref|)."""
+    """-> (problem or None, max abs error, error relative to max|ref|).
+
+    Integer references need integer results. A non-finite reference value passes only where ours is the same
+    non-finite value (NaN for NaN, +inf for +inf); everywhere else both must be finite.
+    """
     ours = np.asarray(ours)
     if ours.shape != ref.shape:
         return f"shape {list(ours.shape)} != golden {list(ref.shape)}", float("inf"), float("inf")
+    if ref.dtype.kind in "iub" and ours.dtype.kind not in "iub":
+        return f"dtype {ours.dtype}, expected integers like the golden {ref.dtype}", float("inf"), float("inf")
     if ref.size == 0:
         return None, 0.0, 0.0
     a, b = ours.astype(np.float64), ref.astype(np.float64)
-    if not np.all(np.isfinite(a)) and not np.array_equal(np.isfinite(a), np.isfinite(b)):
-        return "non-finite values", float("inf"), float("inf")
-    diff = np.where(np.isfinite(b), np.abs(a - b), 0.0)
+    fa, fb = np.isfinite(a), np.isfinite(b)
+    same = fb & fa | ~fb & ((np.isnan(a) & np.isnan(b)) | (a == b))      # finite both, or the same NaN/inf
+    if not same.all():
+        bad = np.flatnonzero(~same.reshape(-1))
+        i = int(bad[0])
+        return (f"non-finite values differ at {bad.size} of {b.size} positions (first at flat index {i}: ours "
+                f"{a.reshape(-1)[i]}, golden {b.reshape(-1)[i]})"), float("inf"), float("inf")
+    with np.errstate(invalid="ignore"):       # inf - inf where both are the same inf: masked out below
+        diff = np.where(fb, np.abs(a - b), 0.0)
     err = float(diff.max())
-    scale = max(float(np.abs(b[np.isfinite(b)]).max(initial=0.0)), 1e-12)
+    scale = max(float(np.abs(b[fb]).max(initial=0.0)), 1e-12)
     return None, err, err / scale
 
 
@@ -137,6 +150,10 @@ def run_stage(case: Case, stage: Stage) -> list[Row]:
         outputs = fn(case)
     except NotImplementedError as e:
         return [Row(stage.name, k, "MISSING", note=str(e) or "not implemented") for k in keys]
+    except OmnirefError as e:             # the case's inputs are bad (ids, codes, weights): one clear error
+        inputs = ", ".join(k for group in stage.inputs for k in group if k in case.golden)
+        raise type(e)(f"{case.path}: stage {stage.name} (golden inputs {inputs}): {e}", file=e.file,
+                      field=e.field, value=e.value) from None
     except Exception as e:
         tb = traceback.format_exc(limit=-3)
         return [Row(stage.name, k, "ERROR", note=f"{type(e).__name__}: {e}\n{tb}") for k in keys]
@@ -162,7 +179,8 @@ def run_case(case_dir, stages: list[str] | None = None) -> list[Row]:
     rows = []
     unknown = set(stages or []) - {s.name for s in STAGES}
     if unknown:
-        raise SystemExit(f"unknown stage(s) {sorted(unknown)}; known: {[s.name for s in STAGES]}")
+        raise InputError(f"--stage {', '.join(sorted(unknown))}: unknown; known: "
+                         f"{', '.join(s.name for s in STAGES)}", field="--stage", value=sorted(unknown))
     if case.config is not None:
         case.config  # parse early: a broken config.json is reported before any stage runs
     if case.weights is not None:
@@ -203,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {case_dir}  (backend {backend.active()})")
             try:
                 rows = run_case(case_dir, args.stage)
-            except (OSError, ValueError, KeyError) as e:
-                print(f"error: {e}")
-                status = 1
+            except OmnirefError as e:           # a broken case: one line on stderr, the class's exit code
+                print(f"omniref verify: {e}", file=sys.stderr)
+                status = max(status, e.exit_code)
                 continue
         print(format_rows(rows))
         if args.verbose:

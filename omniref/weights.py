@@ -29,13 +29,22 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-__all__ = ["SafetensorsError", "SafetensorsFile", "Weights", "WeightView", "load_weights",
+from .errors import CheckpointError, parse_json, regular_file
+
+__all__ = ["SafetensorsError", "MissingTensorError", "SafetensorsFile", "Weights", "WeightView", "load_weights",
            "save_safetensors", "write_safetensors", "bf16_to_f32", "f32_to_bf16", "take_rows", "BF16Weight",
            "as_float32"]
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(CheckpointError):
     """A checkpoint file is corrupt, truncated or inconsistent (the message names the file and tensor)."""
+
+
+class MissingTensorError(SafetensorsError, KeyError):
+    """A tensor the model asks for is not in the checkpoint: a CheckpointError naming the key, and still a
+    KeyError so that Mapping code (`weights.get(key)`) keeps working."""
+
+    __str__ = Exception.__str__                 # KeyError would quote the message
 
 
 # safetensors dtype tag -> (numpy dtype of the raw bytes, bytes per element)
@@ -47,6 +56,8 @@ DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype("?"),
 }
 MAX_HEADER = 100 * 1024 * 1024  # the format's own limit on the JSON header (100 MB)
+MAX_DEPTH = 4                   # {key: {"shape": [..]}}: anything nested deeper is not a safetensors header
+MAX_INDEX = 64 * 1024 * 1024    # model.safetensors.index.json is a flat map; 64 MB is ~1M keys
 
 
 def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
@@ -78,59 +89,92 @@ def f32_to_bf16(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _is_uint(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
 class SafetensorsFile:
     """One memory-mapped .safetensors file. `raw(key)` is a zero-copy view; `[key]` is float32 (or the int dtype)."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.path = regular_file(path, "checkpoint file", SafetensorsError)
         try:
-            size = self.path.stat().st_size
             fh = open(self.path, "rb")
         except OSError as e:
-            raise SafetensorsError(f"{self.path}: cannot open checkpoint file ({e.strerror})") from None
+            raise SafetensorsError(f"{self.path}: cannot open checkpoint file ({e.strerror})",
+                                   file=self.path) from None
         with fh:
+            size = os.fstat(fh.fileno()).st_size
             head = fh.read(8)
             if len(head) < 8:
-                raise SafetensorsError(f"{self.path}: truncated file ({size} bytes; a safetensors file starts "
-                                       "with an 8-byte header length)")
+                raise self._error(f"truncated file ({size} bytes; a safetensors file starts with an 8-byte "
+                                  "header length)")
             (n,) = struct.unpack("<Q", head)
             if n > MAX_HEADER or 8 + n > size:
-                raise SafetensorsError(f"{self.path}: header length {n} is larger than the file "
-                                       f"({size} bytes): truncated or not a safetensors file")
-            try:
-                header = json.loads(fh.read(n).decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise SafetensorsError(f"{self.path}: header is not valid JSON ({e})") from None
+                raise self._error(f"header length {n} is larger than the file ({size} bytes) or the format's "
+                                  f"limit ({MAX_HEADER}): truncated or not a safetensors file")
+            header = parse_json(fh.read(n), self.path, "header", SafetensorsError, MAX_DEPTH)
             if not isinstance(header, dict):
-                raise SafetensorsError(f"{self.path}: header is not a JSON object")
+                raise self._error(f"header is a JSON {type(header).__name__}, expected an object")
             self.metadata = header.pop("__metadata__", None) or {}
+            if not isinstance(self.metadata, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()):
+                raise self._error("__metadata__ must be an object of string values", field="__metadata__")
             self._data_start = 8 + n
             data_len = size - self._data_start
             self.entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
             for key, e in header.items():
-                self.entries[key] = self._check_entry(key, e, data_len)
+                self.entries[key] = self._check_entry(key, e)
+            self._check_layout(data_len)
             self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size > 0 else None
 
-    def _check_entry(self, key: str, e: dict, data_len: int) -> tuple[str, tuple[int, ...], int, int]:
-        where = f"{self.path}: tensor '{key}'"
-        try:
-            dtype, shape, (begin, end) = e["dtype"], tuple(int(s) for s in e["shape"]), e["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise SafetensorsError(f"{where}: malformed header entry {e!r}") from None
-        if dtype not in DTYPES:
-            raise SafetensorsError(f"{where}: unknown dtype '{dtype}' (known: {', '.join(DTYPES)})")
-        if any(s < 0 for s in shape):
-            raise SafetensorsError(f"{where}: negative dimension in shape {list(shape)}")
-        if not (0 <= begin <= end):
-            raise SafetensorsError(f"{where}: bad data_offsets [{begin}, {end}]")
-        if end > data_len:
-            raise SafetensorsError(f"{where}: data_offsets [{begin}, {end}] lie outside the data "
-                                   f"({data_len} bytes): truncated file")
-        expected = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
+    def _error(self, message: str, field: str | None = None, value=None) -> SafetensorsError:
+        return SafetensorsError(f"{self.path}: {message}", file=self.path, field=field, value=value)
+
+    def _check_entry(self, key: str, e) -> tuple[str, tuple[int, ...], int, int]:
+        """One header entry -> (dtype, shape, begin, end), its JSON types checked (as the reference's serde)."""
+        def bad(what: str):
+            return self._error(f"tensor '{key}': {what}", field=key, value=e)
+        if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
+            raise bad(f"header entry {e!r} must be an object with exactly dtype, shape and data_offsets")
+        dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise bad(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+        if not isinstance(shape, list) or not all(_is_uint(s) for s in shape):
+            raise bad(f"shape {shape!r} must be a list of non-negative integers")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(o) for o in offsets)):
+            raise bad(f"data_offsets {offsets!r} must be two non-negative integers [begin, end]")
+        begin, end = offsets
+        if begin > end:
+            raise bad(f"data_offsets [{begin}, {end}] end before they begin")
+        expected = int(np.prod(shape, dtype=object)) * DTYPES[dtype].itemsize
         if end - begin != expected:
-            raise SafetensorsError(f"{where}: {end - begin} bytes for shape {list(shape)} {dtype} "
-                                   f"(expected {expected})")
-        return dtype, shape, begin, end
+            raise bad(f"{end - begin} bytes for shape {shape} {dtype} (expected {expected})")
+        return dtype, tuple(shape), begin, end
+
+    def _check_layout(self, data_len: int) -> None:
+        """Tensors tile the data area exactly: sorted by offset, each starts where the previous ended, the first
+        at 0 and the last at the end of the file (the reference's `validate`): no gap, no overlap, no tail.
+        Checked in that order of blame: a tensor past the end, then two tensors sharing bytes, then gaps."""
+        order = sorted(self.entries.items(), key=lambda kv: kv[1][2:])      # [(key, (dtype, shape, b, e))]
+        for key, (_, _, begin, end) in order:
+            if end > data_len:
+                raise self._error(f"tensor '{key}': data_offsets [{begin}, {end}] lie outside the data "
+                                  f"({data_len} bytes): truncated file", field=key, value=[begin, end])
+        for (prev, (_, _, _, prev_end)), (key, (_, _, begin, end)) in zip(order, order[1:]):
+            if begin < prev_end:
+                raise self._error(f"tensor '{key}': data_offsets [{begin}, {end}] overlap tensor '{prev}' "
+                                  f"(which ends at {prev_end})", field=key, value=[begin, end])
+        pos, prev = 0, None
+        for key, (_, _, begin, end) in order:
+            if begin != pos:
+                where = f"after tensor '{prev}'" if prev else "at the start of the data"
+                raise self._error(f"tensor '{key}': data_offsets [{begin}, {end}] leave a gap of {begin - pos} "
+                                  f"bytes ({where}, expected begin {pos})", field=key, value=[begin, end])
+            pos, prev = end, key
+        if pos != data_len:
+            raise self._error(f"the tensors cover {pos} bytes but the data area holds {data_len}: "
+                              f"{data_len - pos} bytes after the last tensor")
 
     def keys(self) -> list[str]:
         return list(self.entries)
@@ -156,7 +200,7 @@ class SafetensorsFile:
     def __getitem__(self, key: str) -> np.ndarray:
         """Float tensors widen to float32 (exact for bf16/f16); integer tensors keep their dtype."""
         if key not in self.entries:
-            raise KeyError(f"{self.path}: no tensor '{key}'")
+            raise MissingTensorError(f"{self.path}: no tensor '{key}'", file=self.path, field=key)
         dtype = self.entries[key][0]
         raw = self.raw(key)
         if dtype == "BF16":
@@ -280,8 +324,10 @@ class Weights(Mapping):
             self._cache.move_to_end(key)
             return a
         if key not in self.key_to_file:
-            raise KeyError(f"{self.where}: checkpoint has no tensor '{key}'")
+            raise MissingTensorError(f"{self.where}: checkpoint has no tensor '{key}'", file=self.where, field=key)
         a = self.file_of(key)[key]
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            self._non_finite(key, int(np.count_nonzero(~np.isfinite(a))))
         a.setflags(write=False)         # shared by every caller: a constant (copy it to experiment with it)
         if a.nbytes <= self.cache_budget:   # keep it, dropping the least recently used beyond the budget
             while self._cache and self._cache_bytes + a.nbytes > self.cache_budget:
@@ -296,11 +342,21 @@ class Weights(Mapping):
             f = self.file_of(key)
             self._bf16_cache[key] = None
             if f.dtype(key) == "BF16" and len(f.shape(key)) == 2:
-                self._bf16_cache[key] = BF16Weight(f.raw(key))
+                raw = f.raw(key)
+                bad = (raw & np.uint16(0x7F80)) == np.uint16(0x7F80)     # all exponent bits set: inf or NaN
+                if bad.any():
+                    self._non_finite(key, int(np.count_nonzero(bad)))
+                self._bf16_cache[key] = BF16Weight(raw)
         w = self._bf16_cache[key]
         if w is None:
             return None
         return w if keeps_bf16() else None
+
+    def _non_finite(self, key: str, n: int) -> None:
+        """A NaN or inf weight would flow silently into every output: refuse it when the tensor is first read
+        (one pass over each tensor, once; the bytes have the right size, so only their values tell)."""
+        raise SafetensorsError(f"{self.file_of(key).path}: tensor '{key}' holds {n} NaN or inf values",
+                               file=self.file_of(key).path, field=key, value=n)
 
     def shape(self, key: str) -> tuple[int, ...]:
         return self.file_of(key).shape(key)
@@ -366,33 +422,50 @@ def load_weights(path: str | os.PathLike) -> Weights:
     `model.safetensors`, else the only `*.safetensors` file.
     """
     path = Path(path)
-    if path.is_file():
-        f = SafetensorsFile(path)
-        return Weights({path.name: f}, {k: path.name for k in f.keys()}, str(path))
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such checkpoint directory or file")
+        f = SafetensorsFile(path)                   # a regular file, or a CheckpointError naming it
+        return Weights({path.name: f}, {k: path.name for k in f.keys()}, str(path))
     index = path / "model.safetensors.index.json"
-    if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise SafetensorsError(f"{index}: not a valid index (needs a 'weight_map' object): {e}") from None
+    if os.path.lexists(index):
+        weight_map = _read_index(index)
         files = {name: SafetensorsFile(path / name) for name in sorted(set(weight_map.values()))}
         for key, name in weight_map.items():
             if key not in files[name]:
-                raise SafetensorsError(f"{path / name}: tensor '{key}' listed in the index is missing")
+                raise SafetensorsError(f"{path / name}: tensor '{key}' listed in the index is missing",
+                                       file=path / name, field=key)
         for name, f in files.items():
             for key in f.keys():
                 if weight_map.get(key) != name:
-                    raise SafetensorsError(f"{path / name}: tensor '{key}' is not in the index's weight_map")
+                    raise SafetensorsError(f"{path / name}: tensor '{key}' is not in the index's weight_map",
+                                           file=path / name, field=key)
         return Weights(files, dict(weight_map), str(path))
     single = path / "model.safetensors"
-    candidates = [single] if single.exists() else sorted(path.glob("*.safetensors"))
+    candidates = [single] if os.path.lexists(single) else sorted(path.glob("*.safetensors"))
     if len(candidates) != 1:
-        raise FileNotFoundError(f"{path}: expected model.safetensors or model.safetensors.index.json "
-                                f"(found {len(candidates)} .safetensors files)")
+        raise SafetensorsError(f"{path}: expected model.safetensors or model.safetensors.index.json "
+                               f"(found {len(candidates)} .safetensors files)", file=path)
     f = SafetensorsFile(candidates[0])
     return Weights({candidates[0].name: f}, {k: candidates[0].name for k in f.keys()}, str(path))
+
+
+def _read_index(index: Path) -> dict[str, str]:
+    """model.safetensors.index.json -> its weight_map {key: shard file name}, every entry checked.
+
+    A shard must be a plain file name in the same directory: a path ("../x", "/etc/passwd") would read
+    outside the checkpoint.
+    """
+    regular_file(index, "checkpoint index", SafetensorsError, MAX_INDEX)
+    data = parse_json(index.read_bytes(), index, "index", SafetensorsError, max_depth=3)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise SafetensorsError(f"{index}: needs a non-empty 'weight_map' object {{key: shard file name}}",
+                               file=index, field="weight_map")
+    for key, name in weight_map.items():
+        if not (isinstance(name, str) and name.endswith(".safetensors") and Path(name).name == name
+                and name not in (".", "..")):
+            raise SafetensorsError(f"{index}: weight_map['{key}'] = {name!r}, expected a .safetensors file name "
+                                   "in the checkpoint directory", file=index, field=key, value=name)
+    return weight_map
 
 
 def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], *,

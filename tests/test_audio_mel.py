@@ -14,6 +14,7 @@ from scipy.io import wavfile
 from omniref import stages
 from omniref.audio import mel, wav
 from omniref.golden import Case
+from omniref.errors import MediaError
 
 SPEECH = Path(__file__).resolve().parents[1] / "omniref" / "data" / "speech.wav"
 
@@ -201,11 +202,11 @@ def test_resample_keeps_a_sine(rate):
 
 
 def test_read_wav_errors(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MediaError, match="missing.wav: no such WAV file"):
         wav.read_wav(tmp_path / "missing.wav")
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"this is not a RIFF file at all")
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(MediaError, match="junk.wav: not a WAV file"):
         wav.read_wav(junk)
     empty = tmp_path / "empty.wav"
     wavfile.write(empty, 16000, np.zeros(0, np.int16))

@@ -7,6 +7,8 @@ import threading
 import numpy as np
 import pytest
 
+from omniref.errors import InputError
+
 from omniref import _native, backend, nn
 from omniref.backend import ops
 
@@ -108,7 +110,7 @@ def test_missing_extension_falls_back_and_warns_once(monkeypatch):
     with pytest.warns(RuntimeWarning, match="simulated"):
         assert backend.active() == "numpy"
     assert backend.kernel("linear") is None
-    with pytest.raises(RuntimeError, match="not available"):
+    with pytest.raises(InputError, match="not available"):
         backend.set_backend("cpp")
     with pytest.raises(RuntimeError, match="not available"):
         _native.linear(np.ones((1, 2), np.float32), np.ones((3, 2), np.float32))

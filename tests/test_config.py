@@ -7,6 +7,7 @@ import pytest
 
 from omniref.config import OmniConfig, load_config, qwen3_omni_30b_a3b_instruct
 from omniref.summary import component_params, main as summary_main, thinker_flops_per_token
+from omniref.errors import ConfigError
 from conftest import model_cases
 
 
@@ -65,7 +66,7 @@ def test_30b_preset_and_summary(capsys):
 
 
 def test_bad_config_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(ConfigError, match="no config.json"):
         load_config(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
@@ -96,7 +97,8 @@ def test_summary_estimates_bytes_memory_and_speed(tmp_path, capsys):
     tiny = load_config(path)
     expected = decode_bytes(tiny, _four())["thinker"] + 4096 * kv_bytes_per_token(tiny)   # weights + KV cache
     assert abs(mib * 2**20 - expected) <= 0.05 * 2**20
-    assert summary_main([str(tmp_path / "nowhere")]) == 2
+    with pytest.raises(ConfigError, match="nowhere"):                     # the CLI prints it in one line, exit 4
+        summary_main([str(tmp_path / "nowhere")])
 
 
 class _four(dict):

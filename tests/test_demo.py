@@ -7,6 +7,7 @@ from scipy.io import wavfile
 
 from omniref import demo, pipeline
 from omniref.config import load_config
+from omniref.errors import MediaError
 from omniref.golden import Case
 from omniref.tiny import tiny_config
 
@@ -36,7 +37,7 @@ def test_demo_writes_wav_and_figure(tmp_path, capsys):
 
 
 def test_demo_rejects_missing_input(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MediaError, match="nope.wav: no such WAV file"):
         demo.main(["--out", str(tmp_path), "--audio", str(tmp_path / "nope.wav")])
 
 

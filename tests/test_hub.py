@@ -59,10 +59,11 @@ def test_speech_needs_a_talker(variants, capsys):
     require_talker(load_config(variants["instruct"]))
     with pytest.raises(NoTalkerError, match="Captioner.*has none"):
         require_talker(load_config(variants["captioner"]))
-    rc = generate_main(["--checkpoint", str(variants["thinking"]), "--prompt-ids", "40,41", "--wav",
-                        str(variants["thinking"] / "out.wav"), "--nl-id", str(TINY_TOKEN_IDS["nl"])])
+    from omniref import cli
+    rc = cli.main(["generate", "--checkpoint", str(variants["thinking"]), "--prompt-ids", "40,41", "--wav",
+                   str(variants["thinking"] / "out.wav"), "--nl-id", str(TINY_TOKEN_IDS["nl"])])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "Thinking" in err[0] and "has none" in err[0]
+    assert rc == NoTalkerError.exit_code and len(err) == 1 and "Thinking" in err[0] and "has none" in err[0]
     assert not (variants["thinking"] / "out.wav").exists()
     # the thinker alone still answers
     assert generate_main(["--checkpoint", str(variants["captioner"]), "--prompt-ids", "40,41",

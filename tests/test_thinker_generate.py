@@ -33,6 +33,9 @@ def test_generate_cli_prints_the_greedy_ids(ckpt, tmp_path, capsys):
 
 
 def test_generate_cli_reports_bad_input(ckpt, capsys):
-    assert main(["--checkpoint", str(ckpt), "--audio", "/nonexistent.wav"]) == 2
-    assert "no such audio file" in capsys.readouterr().err
-    assert main(["--checkpoint", str(ckpt), "--prompt", "hi", "--top-p", "0"]) == 2
+    from omniref import cli
+    from omniref.errors import InputError, MediaError
+    assert cli.main(["generate", "--checkpoint", str(ckpt), "--audio", "/nonexistent.wav"]) == MediaError.exit_code
+    assert capsys.readouterr().err == "omniref generate: /nonexistent.wav: no such WAV file\n"
+    assert cli.main(["generate", "--checkpoint", str(ckpt), "--prompt", "hi", "--top-p", "0"]) == InputError.exit_code
+    assert "--top-p 0.0: expected a number in (0, 1]" in capsys.readouterr().err

@@ -53,7 +53,7 @@ def test_file_keeps_order_and_inputs_and_refuses_to_overwrite(tmp_path):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda p: None, "no such file"),
+    (lambda p: None, "no such trace"),
     (lambda p: p.write_bytes(b"not a zip"), "not a readable .npz"),
     (lambda p: p.mkdir(), "not a golden case"),
 ])
@@ -64,9 +64,10 @@ def test_unreadable_inputs_are_one_line_errors(tmp_path, capsys, make, message):
         load_trace(bad)
     good = tmp_path / "good.npz"
     save_trace(good, {"x": np.ones(1)})
-    assert main_compare([str(bad), str(good)]) == 2
+    from omniref import cli
+    assert cli.main(["compare", str(bad), str(good)]) == TraceError.exit_code      # an InputError: 6
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("omniref compare: ") and message in err and len(err.strip().splitlines()) == 1
 
 
 def test_measures_against_hand_computed_values():

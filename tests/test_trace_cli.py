@@ -20,8 +20,8 @@ def test_trace_a_case_limited_by_globs(tmp_path, capsys):
     assert {"thinker.input_ids", "mel.waveform"} <= t.inputs                  # inputs are kept whatever the globs
     # a limited trace against the whole golden case: nothing it did not ask for is "missing"
     assert cli(["compare", str(out), CASE]) == 0
-    assert cli(["trace", CASE, "-o", str(out), "--stage", "thinker"]) == 2     # exists, no --force
-    assert "already exists" in capsys.readouterr().err
+    assert cli(["trace", CASE, "-o", str(out), "--stage", "thinker"]) == 6     # exists, no --force: InputError
+    assert "exists; pass --force" in capsys.readouterr().err
 
 
 def test_trace_a_generate_run_keeps_the_prompt_as_inputs(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from omniref import stages
+from omniref.errors import MediaError
 from omniref.golden import Case
 from omniref.vision import preprocess as pp
 
@@ -215,7 +216,7 @@ def test_load_image_files(tmp_path):
 
 
 def test_load_image_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(MediaError, match="missing.png: no such image file"):
         pp.load_image(tmp_path / "missing.png")
     (tmp_path / "junk.png").write_bytes(b"this is not an image")
     with pytest.raises(ValueError, match="junk.png"):
@@ -227,11 +228,11 @@ def test_load_image_errors(tmp_path):
         pp.load_image(tmp_path / "trunc.png")
 
 
-@pytest.mark.parametrize("bad, err", [(np.zeros((4, 4, 3), np.float32), TypeError),
-                                      (np.zeros((4, 4, 5), np.uint8), ValueError),
-                                      (np.zeros((0, 4, 3), np.uint8), ValueError)])
-def test_bad_image_arrays(bad, err):
-    with pytest.raises(err):
+@pytest.mark.parametrize("bad, match", [(np.zeros((4, 4, 3), np.float32), "uint8"),
+                                        (np.zeros((4, 4, 5), np.uint8), "C in 1..4"),
+                                        (np.zeros((0, 4, 3), np.uint8), "empty")])
+def test_bad_image_arrays(bad, match):
+    with pytest.raises(MediaError, match=match):
         pp.preprocess_image(bad, 16, 2)
 
 
@@ -262,10 +263,12 @@ def test_video_resampled_when_not_a_fixed_point():
 
 
 def test_video_refusals():
-    with pytest.raises(TypeError):
+    with pytest.raises(MediaError, match="uint8"):
         pp.preprocess_video(np.zeros((2, 64, 64, 3), np.float32), 16, 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(MediaError, match="T, H, W >= 1"):
         pp.preprocess_video(np.zeros((0, 64, 64, 3), np.uint8), 16, 2)
+    with pytest.raises(MediaError, match="T, H, W >= 1"):
+        pp.preprocess_video(np.zeros((2, 0, 64, 3), np.uint8), 16, 2)
     with pytest.raises(ValueError, match="fps"):
         pp.preprocess_video(np.zeros((2, 256, 256, 3), np.uint8), 16, 2, fps=0.0)
     with pytest.raises(ValueError, match="absolute aspect ratio"):

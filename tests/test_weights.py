@@ -159,7 +159,7 @@ def test_offsets_disagree_with_shape(tmp_path):
 
 
 def test_missing_file_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+    with pytest.raises(SafetensorsError, match="nope: no such checkpoint"):
         load_weights(tmp_path / "nope")
 
 

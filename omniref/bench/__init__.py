@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 
 from .. import _native, backend
+from ..errors import InputError, output_file
 from .kernels import bench_attention, bench_bf16, bench_kernels
 from .models import bench_audio, bench_code2wav, bench_thinker
 from .taps import bench_taps
@@ -55,7 +56,13 @@ def main(argv=None) -> int:
                     "extrapolated to the published depths (bench/fullwidth.py)")
     ap.add_argument("--checkpoint", help="with --full-width: a full-width checkpoint of >= 2 layers per stack "
                     "(default: write one into a temp dir)")
+    ap.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     args = ap.parse_args(argv)
+    if args.json:                                   # refused now, not after minutes of timing
+        output_file(args.json, "--json output", force=args.force)
+    if args.threads is not None and not 1 <= args.threads <= 4096:
+        raise InputError(f"--threads {args.threads}: expected an integer in [1, 4096]", field="--threads",
+                         value=args.threads)
     if args.full_width:
         from .fullwidth import run
         try:

@@ -37,6 +37,7 @@ import numpy as np
 from .. import taps
 from ..backend import ops
 from ..config import Code2WavConfig
+from ..errors import InputError
 from ..decoder import Decoder, rope_cos_sin
 from ..weights import WeightView
 
@@ -173,24 +174,24 @@ class Code2Wav:
         return output_length(T, self.cfg)
 
     def check_codes(self, codes) -> np.ndarray:
-        """Validate and return codes as int64 [B, Q, T] (ValueError/TypeError naming the numbers)."""
+        """Validate and return codes as int64 [B, Q, T] (InputError naming the numbers)."""
         codes = np.asarray(codes)
         if codes.dtype.kind not in "iu":
-            raise TypeError(f"code2wav: codes must be integers, got dtype {codes.dtype}")
+            raise InputError(f"code2wav: codes must be integers, got dtype {codes.dtype}")
         if codes.ndim == 2:
             codes = codes[None]
         if codes.ndim != 3:
-            raise ValueError(f"code2wav: codes must be [Q, T] or [B, Q, T], got shape {list(codes.shape)}")
+            raise InputError(f"code2wav: codes must be [Q, T] or [B, Q, T], got shape {list(codes.shape)}")
         B, Q, T = codes.shape
         if Q != self.cfg.num_quantizers:
-            raise ValueError(f"code2wav: expected {self.cfg.num_quantizers} quantizers (num_quantizers), "
+            raise InputError(f"code2wav: expected {self.cfg.num_quantizers} quantizers (num_quantizers), "
                              f"got {Q} rows of codes (shape {list(codes.shape)})")
         if T < 1:
-            raise ValueError("code2wav: codes hold no frames (T = 0)")
+            raise InputError("code2wav: codes hold no frames (T = 0)")
         lo, hi = int(codes.min()), int(codes.max())
         if lo < 0 or hi >= self.cfg.codebook_size:
             bad = lo if lo < 0 else hi
-            raise ValueError(f"code2wav: code {bad} is outside [0, {self.cfg.codebook_size}) "
+            raise InputError(f"code2wav: code {bad} is outside [0, {self.cfg.codebook_size}) "
                              f"(codebook_size = {self.cfg.codebook_size}); codes range over [{lo}, {hi}]")
         return codes.astype(np.int64)
 

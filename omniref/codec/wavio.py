@@ -17,6 +17,9 @@ import os
 import numpy as np
 from scipy.io import wavfile
 
+from ..audio.wav import parse_wav
+from ..errors import MediaError
+
 __all__ = ["SAMPLE_RATE", "write_wav", "read_wav"]
 
 SAMPLE_RATE = 24000   # Code2Wav output rate: 1920 samples per 12.5 Hz code frame
@@ -51,12 +54,16 @@ def write_wav(path: str | os.PathLike, wav, sample_rate: int = SAMPLE_RATE,
 
 
 def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read a mono .wav written by `write_wav` (or any 16-bit / float file).  -> (wav [S] float32, rate)"""
-    rate, data = wavfile.read(os.fspath(path))
+    """Read a mono .wav written by `write_wav` (or any 16-bit / float file).  -> (wav [S] float32, rate)
+
+    The container is parsed (and every field checked) by the thinker's audio reader, `audio.wav.parse_wav`.
+    """
+    rate, data = parse_wav(path)
     if data.ndim > 1:
         data = data.mean(axis=1)                                     # [S, ch] -> [S]
     if data.dtype == np.int16:
         data = data / 32768.0
     elif data.dtype.kind != "f":
-        raise ValueError(f"read_wav: {path}: unsupported sample type {data.dtype}")
+        raise MediaError(f"{path}: sample type {data.dtype}, expected 16-bit PCM or float", file=path,
+                         field="bits per sample")
     return data.astype(np.float32), int(rate)

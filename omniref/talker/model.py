@@ -25,9 +25,11 @@ import numpy as np
 
 from .. import taps
 from ..backend import ops
+from ..checkpoint import check_weights
 from ..decoder import Decoder, KVCache, rope_cos_sin
 from ..thinker.sampling import SamplingConfig, next_token, progress_bar
 from .code_predictor import CodePredictor
+from ..weights import Weights
 from .inputs import TalkerInputs, build_talker_inputs
 
 __all__ = ["Talker", "TalkerOutput", "suppressed_ids", "reference_sampling",
@@ -77,6 +79,8 @@ class Talker:
     """The talker and its code predictor, from a checkpoint (`Weights`) and an `OmniConfig`."""
 
     def __init__(self, weights, cfg):
+        if isinstance(weights, Weights):
+            check_weights(weights, cfg, allow_extra=True)      # every key and shape the config implies, by name
         self.cfg, self.tc = cfg, cfg.talker_config
         tt = self.tc.text_config
         self.weights = weights

@@ -24,10 +24,12 @@ import numpy as np
 
 from omniref import taps
 from omniref.backend import ops
+from omniref.checkpoint import check_weights
 from omniref.decoder import Decoder, KVCache, rope_cos_sin
+from omniref.errors import CheckpointError, InputError
 from omniref.thinker.positions import decode_positions, rope_ids_from_config, rope_index
 from omniref.thinker.sampling import SamplingConfig, next_token, progress_bar
-from omniref.weights import take_rows
+from omniref.weights import Weights, take_rows
 
 __all__ = ["Media", "ThinkerPrompt", "Thinker", "GenerateResult", "encode_media"]
 
@@ -87,6 +89,8 @@ class Thinker:
     """The thinker text model with its multimodal front end. `weights`: the whole checkpoint (Weights)."""
 
     def __init__(self, weights, config):
+        if isinstance(weights, Weights):
+            check_weights(weights, config, allow_extra=True)   # every key and shape the config implies, by name
         self.weights, self.config = weights, config
         self.cfg = config.thinker_config
         self.text = self.cfg.text_config
@@ -94,15 +98,16 @@ class Thinker:
         self.rope_ids = rope_ids_from_config(self.cfg)
         vocab = weights.shape("thinker.model.embed_tokens.weight")[0]
         if vocab != self.text.vocab_size:
-            raise ValueError(f"embed_tokens has {vocab} rows but text_config.vocab_size is {self.text.vocab_size}")
+            raise CheckpointError(f"embed_tokens has {vocab} rows but text_config.vocab_size is "
+                                  f"{self.text.vocab_size}", field="thinker.model.embed_tokens.weight")
 
     # ---- pieces -----------------------------------------------------------------------------------------
     def embed(self, ids) -> np.ndarray:
         """[L] ids -> [L, H] token embeddings."""
         ids = np.asarray(ids, np.int64).reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() >= self.text.vocab_size):
-            raise ValueError(f"token ids must lie in [0, {self.text.vocab_size}), got range "
-                             f"[{ids.min()}, {ids.max()}]")
+            raise InputError(f"token ids must lie in [0, {self.text.vocab_size}), got range "
+                             f"[{ids.min()}, {ids.max()}]", field="input_ids")
         x = take_rows(self.weights.raw("thinker.model.embed_tokens.weight"), ids)      # only these rows widen
         taps.record("thinker.model.embed_tokens", x, add_batch=True)
         return x                                                                  # [L, H]
@@ -122,7 +127,7 @@ class Thinker:
             mask = ids == tok
             n_feat = 0 if feats is None else feats.shape[0]
             if int(mask.sum()) != n_feat:
-                raise ValueError(f"{name} placeholders and features do not match: the prompt has "
+                raise InputError(f"{name} placeholders and features do not match: the prompt has "
                                  f"{int(mask.sum())} {name} tokens (id {tok}) but the encoder produced {n_feat} "
                                  f"{name} feature rows")
             if n_feat:
@@ -202,7 +207,12 @@ class Thinker:
         progress: a tqdm bar (thinker.sampling.progress_bar; None = only for runs over 64 tokens).
         """
         if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+            raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}", field="max_new_tokens")
+        L0 = np.asarray(prompt.input_ids).size
+        if L0 + max_new_tokens > self.text.max_position_embeddings:
+            raise InputError(f"the prompt ({L0} tokens) plus max_new_tokens {max_new_tokens} exceeds "
+                             f"max_position_embeddings = {self.text.max_position_embeddings}",
+                             field="max_new_tokens", value=max_new_tokens)
         if record_layer is not None and not 0 <= record_layer <= self.text.num_hidden_layers:
             raise ValueError(f"record_layer {record_layer} outside 0..{self.text.num_hidden_layers}")
         sampling = sampling or SamplingConfig()
@@ -215,11 +225,13 @@ class Thinker:
         res.logits_last = res.logits[-1] if full_logits else self.lm_head(hs[-1][-1:])[0]  # [V]
         embeds, recorded = [hs[0]], [hs[record_layer]] if record_layer is not None else []   # [L, H] each
         history = [int(t) for t in np.asarray(prompt.input_ids).reshape(-1)]  # for the repetition penalty
+        _check_finite(res.logits_last, 0)
         out, step_logits = [next_token(res.logits_last, sampling, history, rng)], [res.logits_last]
         bar = progress_bar(max_new_tokens - 1, "thinker decode", "tok", progress)
         while len(out) < max_new_tokens and out[-1] != eos:                   # new token k sits at L + k - 1
             pos = decode_positions(L, res.rope_delta, 1, start=len(out) - 1)   # [3, 1]
             e, logits, step_hs = self.decode_step(out[-1], pos, cache)        # [1, H], [V]
+            _check_finite(logits, len(out))
             embeds.append(e)
             recorded += [step_hs[record_layer]] if record_layer is not None else []
             history.append(out[-1])
@@ -232,6 +244,14 @@ class Thinker:
         res.embeds = np.concatenate(embeds)                                   # [L + n_new - 1, H]
         res.recorded = np.concatenate(recorded) if recorded else None         # [L + n_new - 1, H]
         return res
+
+
+def _check_finite(logits: np.ndarray, step: int) -> None:
+    """NaN logits would make argmax pick token 0 silently: the model's numbers broke, almost always because a
+    weight is NaN or inf (a damaged checkpoint whose bytes still have the right size)."""
+    if not np.isfinite(logits).all():
+        raise CheckpointError(f"the thinker produced non-finite logits at generated token {step}: the checkpoint "
+                              "holds NaN or inf weights (or values large enough to overflow float32)")
 
 
 @dataclass

@@ -21,6 +21,7 @@ Legend: L prompt tokens, m spatial merge size, t/h/w patch grid.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
@@ -162,11 +163,17 @@ def newline_token_id(checkpoint_dir, tokenizer=None) -> int | None:
         ids = tokenizer.encode("\n")
         if len(ids) == 1:
             return int(ids[0])
+    from ..errors import CheckpointError, parse_json, regular_file
     meta = Path(checkpoint_dir) / "meta.json"
-    if meta.is_file():
-        nl = (json.loads(meta.read_text()).get("token_ids") or {}).get("nl")
+    if os.path.lexists(meta):
+        data = parse_json(regular_file(meta, "meta.json", CheckpointError).read_bytes(), meta, "meta.json",
+                          CheckpointError, max_depth=64)
+        nl = ((data.get("token_ids") if isinstance(data, dict) else None) or {}).get("nl")
         if nl is not None:
-            return int(nl)
+            if isinstance(nl, bool) or not isinstance(nl, int) or nl < 0:
+                raise CheckpointError(f"{meta}: token_ids.nl = {nl!r}: expected a token id", file=meta,
+                                      field="token_ids.nl", value=nl)
+            return nl
     return None
 
 

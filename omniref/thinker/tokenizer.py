@@ -372,17 +372,33 @@ class Tokenizer:
 
 def load_tokenizer(directory: str | os.PathLike) -> Tokenizer | None:
     """The tokenizer of a checkpoint directory, or None: tokenizer.json, else vocab.json + merges.txt (the
-    published Qwen3-Omni layout), else a `*.tiktoken` rank file with Qwen3-Omni's special tokens."""
+    published Qwen3-Omni layout), else a `*.tiktoken` rank file with Qwen3-Omni's special tokens.
+
+    Its files must be regular files (a FIFO would block the read forever); unreadable ones are a
+    CheckpointError naming the directory.
+    """
+    from ..errors import CheckpointError, OmnirefError, regular_file
     d = Path(directory)
-    if (d / "tokenizer.json").exists():
-        tok = Tokenizer.from_tokenizer_json(d / "tokenizer.json")
-        if (d / "tokenizer_config.json").exists():
-            tok.chat_template = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8")).get(
-                "chat_template")
-        return tok
-    if (d / "vocab.json").exists() and (d / "merges.txt").exists():
-        return Tokenizer.from_vocab_merges(d / "vocab.json", d / "merges.txt", d / "tokenizer_config.json")
-    ranks = sorted(d.glob("*.tiktoken"))
-    if ranks:
-        return Tokenizer.from_tiktoken(ranks[0])
+
+    def gate(name: str) -> Path:
+        return regular_file(d / name, "tokenizer file", CheckpointError)
+    try:
+        if os.path.lexists(d / "tokenizer.json"):
+            tok = Tokenizer.from_tokenizer_json(gate("tokenizer.json"))
+            if os.path.lexists(d / "tokenizer_config.json"):
+                tok.chat_template = json.loads(gate("tokenizer_config.json").read_text(encoding="utf-8")).get(
+                    "chat_template")
+            return tok
+        if os.path.lexists(d / "vocab.json") and os.path.lexists(d / "merges.txt"):
+            config = d / "tokenizer_config.json"
+            if os.path.lexists(config):
+                gate("tokenizer_config.json")
+            return Tokenizer.from_vocab_merges(gate("vocab.json"), gate("merges.txt"), config)
+        ranks = sorted(d.glob("*.tiktoken"))
+        if ranks:
+            return Tokenizer.from_tiktoken(gate(ranks[0].name))
+    except OmnirefError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:   # JSON / layout errors of the files
+        raise CheckpointError(f"{d}: cannot read the tokenizer ({type(e).__name__}: {e})", file=d) from None
     return None

@@ -27,15 +27,18 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import MediaError, regular_file
+
 __all__ = ["IMAGE_MIN_PIXELS", "IMAGE_MAX_PIXELS", "VIDEO_MIN_PIXELS", "VIDEO_MAX_PIXELS", "MAX_ASPECT_RATIO",
            "VisionInputs", "smart_resize", "load_image", "to_rgb", "resize_bicubic", "rescale_normalize_image",
            "normalize_video", "patchify", "preprocess_image", "preprocess_video", "sample_frame_indices",
-           "seconds_per_grid"]
+           "seconds_per_grid", "load_video"]
 
 # Processor defaults of Qwen3-Omni (docs/golden_format.md §5.2/5.3; the case's meta.json may override them).
 IMAGE_MIN_PIXELS = 3136            # 56*56
@@ -43,6 +46,13 @@ IMAGE_MAX_PIXELS = 12845056        # 28*28*16384
 VIDEO_MIN_PIXELS = 128 * 32 * 32   # 131072: the Omni processor's video `size.shortest_edge`
 VIDEO_MAX_PIXELS = 768 * 32 * 32   # 786432: its `size.longest_edge`
 MAX_ASPECT_RATIO = 200             # smart_resize refuses anything more elongated (as the reference does)
+# Input limits, checked from the file's header before any pixel is decoded: 64 Mpx is a 8192x8192 photo
+# (below Pillow's own decompression-bomb threshold of 89 Mpx); a video .npy holds at most 768 frames (the
+# video processor's `max_frames`) and 1 GiB. Each frame is resized to at least VIDEO_MIN_PIXELS, so the frame
+# count, not the file size, bounds the patches.
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+MAX_VIDEO_BYTES = 1024 ** 3
+MAX_VIDEO_FRAMES = 768
 IMAGE_MEAN = IMAGE_STD = 0.5       # Qwen3-Omni uses mean = std = 0.5 for every channel
 
 
@@ -69,13 +79,13 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int = IMAGE_M
     """
     for name, v in (("height", height), ("width", width), ("factor", factor)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-            raise ValueError(f"smart_resize: {name} must be a positive integer, got {v!r}")
+            raise MediaError(f"smart_resize: {name} must be a positive integer, got {v!r}", field=name, value=v)
     if not (0 < min_pixels <= max_pixels):
         raise ValueError(f"smart_resize: need 0 < min_pixels <= max_pixels, got {min_pixels}, {max_pixels}")
     height, width, factor = int(height), int(width), int(factor)
     if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
-        raise ValueError(f"absolute aspect ratio must be smaller than {MAX_ASPECT_RATIO}, "
-                         f"got {max(height, width) / min(height, width)}")
+        raise MediaError(f"absolute aspect ratio must be smaller than {MAX_ASPECT_RATIO}, "
+                         f"got {max(height, width) / min(height, width)} ({height}x{width})", field="aspect ratio")
     h_bar = round(height / factor) * factor
     w_bar = round(width / factor) * factor
     if h_bar * w_bar > max_pixels:
@@ -105,7 +115,9 @@ def to_rgb(image) -> np.ndarray:
     else:
         arr = np.asarray(image)
         if arr.dtype != np.uint8:
-            raise TypeError(f"image array must be uint8 (0..255), got dtype {arr.dtype}")
+            raise MediaError(f"image array must be uint8 (0..255), got dtype {arr.dtype}", field="dtype")
+        if arr.ndim in (2, 3) and min(arr.shape[:2]) == 0:
+            raise MediaError(f"image is empty: shape {arr.shape}", field="shape")
         if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[:, :, 0]                                   # [H, W, 1] -> [H, W]
         if arr.ndim == 2:
@@ -117,11 +129,10 @@ def to_rgb(image) -> np.ndarray:
         elif arr.ndim == 3 and arr.shape[2] == 4:
             pil = Image.fromarray(arr, mode="RGBA")
         else:
-            raise ValueError(f"image array must be [H, W] or [H, W, C] with C in 1..4, got shape {arr.shape}")
-        if min(arr.shape[:2]) == 0:
-            raise ValueError(f"image is empty: shape {arr.shape}")
+            raise MediaError(f"image array must be [H, W] or [H, W, C] with C in 1..4, got shape {arr.shape}",
+                             field="shape")
     if pil.width == 0 or pil.height == 0:
-        raise ValueError(f"image is empty: {pil.width}x{pil.height}")
+        raise MediaError(f"image is empty: {pil.width}x{pil.height}", field="size")
     if pil.mode != "RGB":
         rgba = pil.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255))
@@ -129,21 +140,37 @@ def to_rgb(image) -> np.ndarray:
     return np.asarray(pil, dtype=np.uint8).copy()                # [H, W, 3]
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """A PNG/JPEG/... file -> uint8 [H, W, 3] RGB (see `to_rgb`); clear errors for missing or unreadable files."""
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """A PNG/JPEG/... file -> uint8 [H, W, 3] RGB (see `to_rgb`).
+
+    Missing, non-regular, unreadable or corrupt files and images above `max_pixels` (checked from the header,
+    before decoding) raise MediaError naming the file.
+    """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
+    path = regular_file(path, "image file", MediaError)
     try:
-        with Image.open(path) as im:
-            im.load()                                            # decode now, inside the try
-            return to_rgb(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > max_pixels:
+                    raise MediaError(f"{path}: image of {im.width}x{im.height} pixels is above the limit of "
+                                     f"{max_pixels} pixels", file=path, field="size", value=(im.width, im.height))
+                im.load()                                        # decode now, inside the try
+                return to_rgb(im)
+    except MediaError as e:
+        if e.file is None:
+            raise MediaError(f"{path}: {e}", file=path, field=e.field, value=e.value) from None
+        raise
     except UnidentifiedImageError:
-        raise ValueError(f"{path}: not an image file Pillow can read (PNG, JPEG, ...)") from None
-    except (OSError, SyntaxError) as e:                          # truncated / corrupt data
-        raise ValueError(f"{path}: cannot decode image ({e})") from None
+        raise MediaError(f"{path}: not an image file Pillow can read (PNG, JPEG, ...)", file=path) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise MediaError(f"{path}: image is too large to decode safely ({e})", file=path, field="size") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
+            ZeroDivisionError) as e:                             # truncated / corrupt data, as Pillow reports it
+        raise MediaError(f"{path}: cannot decode image ({type(e).__name__}: {e})", file=path) from None
 
 
 def resize_bicubic(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -215,7 +242,12 @@ def preprocess_image(image, patch_size: int, merge_size: int, temporal_patch_siz
                      min_pixels: int = IMAGE_MIN_PIXELS, max_pixels: int = IMAGE_MAX_PIXELS) -> VisionInputs:
     """An image (path, PIL image or uint8 array) -> VisionInputs(pixel_values [h*w, D], grid_thw (1, h, w))."""
     rgb = load_image(image) if isinstance(image, (str, os.PathLike)) else to_rgb(image)     # [H, W, 3]
-    h, w = smart_resize(rgb.shape[0], rgb.shape[1], patch_size * merge_size, min_pixels, max_pixels)
+    try:
+        h, w = smart_resize(rgb.shape[0], rgb.shape[1], patch_size * merge_size, min_pixels, max_pixels)
+    except MediaError as e:
+        if isinstance(image, (str, os.PathLike)):                  # name the file the message is about
+            raise MediaError(f"{image}: {e}", file=image, field=e.field, value=e.value) from None
+        raise
     resized = resize_bicubic(rgb, h, w)                                                    # [H', W', 3]
     x = rescale_normalize_image(resized)                                                   # [H', W', 3]
     clip = np.broadcast_to(x[None], (temporal_patch_size,) + x.shape)   # a still image = tp identical frames
@@ -241,11 +273,17 @@ def preprocess_video(frames: np.ndarray, patch_size: int, merge_size: int, tempo
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8:
-        raise TypeError(f"video frames must be uint8, got dtype {frames.dtype}")
+        raise MediaError(f"video frames must be uint8, got dtype {frames.dtype}", field="dtype")
     if frames.ndim == 3:                                          # grayscale video [T, H, W]
         frames = frames[..., None]
-    if frames.ndim != 4 or frames.shape[0] == 0 or frames.shape[3] not in (1, 2, 3, 4):
-        raise ValueError(f"video must be uint8 [T, H, W, 3] with T >= 1, got shape {frames.shape}")
+    if frames.ndim != 4 or min(frames.shape[:3], default=0) == 0 or frames.shape[3] not in (1, 2, 3, 4):
+        raise MediaError(f"video must be uint8 [T, H, W, 3] with T, H, W >= 1, got shape {frames.shape}",
+                         field="shape", value=frames.shape)
+    if frames.shape[0] > MAX_VIDEO_FRAMES:
+        raise MediaError(f"video of {frames.shape[0]} frames: at most {MAX_VIDEO_FRAMES} (sample it first)",
+                         field="frames", value=frames.shape[0])
+    if not (isinstance(fps, (int, float, np.floating)) and math.isfinite(fps) and fps > 0):
+        raise MediaError(f"video fps must be a finite positive number, got {fps!r}", field="fps", value=fps)
     if frames.shape[3] != 3:
         frames = np.stack([to_rgb(f) for f in frames])            # [T, H, W, 3]
     T, H, W, _ = frames.shape
@@ -254,6 +292,33 @@ def preprocess_video(frames: np.ndarray, patch_size: int, merge_size: int, tempo
     pixel_values, grid_thw = patchify(normalize_video(resized), patch_size, merge_size, temporal_patch_size)
     return VisionInputs(pixel_values, grid_thw, resized=resized,
                         second_per_grid=seconds_per_grid(fps, temporal_patch_size))
+
+
+def load_video(path: str | os.PathLike, max_bytes: int = MAX_VIDEO_BYTES) -> np.ndarray:
+    """A .npy file of uint8 frames -> [T, H, W, 3] (or [T, H, W]), its header checked before the data is read.
+
+    Only plain arrays are read (no pickles: a pickle runs code); dtype, rank and size come from the .npy
+    header, so an empty, mistyped or oversized array is refused without loading it.
+    """
+    path = regular_file(path, "video file", MediaError)
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+    except Exception as e:          # noqa: BLE001 - the header is untrusted text; any parse failure is the file's
+        raise MediaError(f"{path}: not a .npy array file ({type(e).__name__}: {e})", file=path) from None
+    if dtype != np.uint8 or len(shape) not in (3, 4) or min(shape) == 0 or (len(shape) == 4 and shape[3] > 4):
+        raise MediaError(f"{path}: video must be uint8 frames [T, H, W, 3] with T, H, W >= 1, got {dtype} "
+                         f"{list(shape)}", file=path, field="shape", value=shape)
+    if math.prod(shape) > max_bytes or shape[0] > MAX_VIDEO_FRAMES:
+        raise MediaError(f"{path}: video of {shape[0]} frames, {math.prod(shape)} bytes is above the limit of "
+                         f"{MAX_VIDEO_FRAMES} frames and {max_bytes} bytes", file=path, field="size", value=shape)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, TypeError) as e:
+        raise MediaError(f"{path}: cannot read the video frames ({e})", file=path) from None
 
 
 def sample_frame_indices(total_num_frames: int, video_fps: float | None = None, fps: float | None = None,

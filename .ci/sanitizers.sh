@@ -32,4 +32,7 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export OMNIREF_NATIVE_LIB="$lib"
 "$PY" -c "from omniref import _native as n; assert n._C is not None and n._C.sanitized, n.IMPORT_ERROR; print('sanitized extension:', n._C.__file__)"
-"$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_moe_kernel.py tests/test_elementwise_kernels.py tests/test_norm_rope_kernels.py tests/test_conv_kernels.py
+# test_kernel_edges.py: the crash and edge cases (huge integer arguments, empty dimensions, NaN / inf planted
+# in every operand, unaligned buffers) -- the inputs where an out-of-bounds read or an overflow would show.
+"$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_moe_kernel.py tests/test_elementwise_kernels.py \
+  tests/test_norm_rope_kernels.py tests/test_conv_kernels.py tests/test_kernel_edges.py

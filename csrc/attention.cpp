@@ -15,23 +15,11 @@
 #include "isa_instantiate.h"
 
 namespace omni {
-template <class Args>
-static Args to_args(const AttentionCall& c) {
-  return Args{c.q, c.k, c.v, c.out, c.Hq, c.Hkv, c.Lq, c.Lk, c.D,
-              c.causal, c.window, c.seg, c.mask, c.scale, c.ks, c.vs};
-}
+void attention(const AttentionCall& c) { OMNI_DISPATCH(attention(c)); }
 
-void attention(const AttentionCall& c) {
-  switch (isa()) {
-#ifdef OMNI_HAVE_X86_ISAS
-    case Isa::avx512: return isa_avx512::attention(to_args<isa_avx512::AttnArgs>(c));
-    case Isa::avx2: return isa_avx2::attention(to_args<isa_avx2::AttnArgs>(c));
-#endif
-    default: return isa_generic::attention(to_args<isa_generic::AttnArgs>(c));
-  }
-}
-
-// Reference: for each query, the whole score row, a max-subtracted softmax, then the weighted sum of v.
+// Reference: for each query, the whole score row, a max-subtracted softmax, then the weighted sum over every
+// key, as the NumPy specification computes it (so NaN and inf travel the same way: a NaN max poisons the row,
+// a masked key still adds 0 · v[j], which is NaN for a non-finite v[j]).
 void attention_naive(const AttentionCall& c) {
   const int64_t G = c.Hq / c.Hkv, D = c.D, off = c.Lk - c.Lq;
   std::vector<float> s(size_t(c.Lk > 0 ? c.Lk : 1));
@@ -42,6 +30,7 @@ void attention_naive(const AttentionCall& c) {
       const float* vb = c.v + (h / G) * c.vs;
       const int64_t p = off + i;
       float mx = -INFINITY;
+      bool any = false;  // some key visible
       for (int64_t j = 0; j < c.Lk; ++j) {
         bool ok = !(c.causal && j > p) && !(c.window > 0 && j <= p - c.window) &&
                   !(c.seg && c.seg[j] != c.seg[i]) && !(c.mask && !c.mask[i * c.Lk + j]);
@@ -49,17 +38,20 @@ void attention_naive(const AttentionCall& c) {
         if (ok)
           for (int64_t d = 0; d < D; ++d) acc += q[d] * kb[j * D + d];
         s[j] = ok ? acc * c.scale : -INFINITY;
-        mx = std::max(mx, s[j]);
+        if (mx == mx && !(s[j] <= mx)) mx = s[j];  // a NaN-propagating max, like np.max
+        any = any || ok;
+      }
+      float sum = 0.f;
+      for (int64_t j = 0; j < c.Lk; ++j) {
+        s[j] = any ? std::exp(s[j] - mx) : 0.f;  // nothing visible: every weight 0 (a 0 row, not 0/0)
+        sum += s[j];
       }
       float* o = c.out + (h * c.Lq + i) * D;
       for (int64_t d = 0; d < D; ++d) o[d] = 0.f;
-      if (mx == -INFINITY) continue;  // nothing visible: 0
-      float sum = 0.f;
-      for (int64_t j = 0; j < c.Lk; ++j) { s[j] = std::exp(s[j] - mx); sum += s[j]; }
       for (int64_t j = 0; j < c.Lk; ++j)
-        if (s[j] != 0.f)
-          for (int64_t d = 0; d < D; ++d) o[d] += s[j] * vb[j * D + d];
-      for (int64_t d = 0; d < D; ++d) o[d] /= sum;
+        for (int64_t d = 0; d < D; ++d) o[d] += s[j] * vb[j * D + d];
+      if (any)
+        for (int64_t d = 0; d < D; ++d) o[d] /= sum;
     }
 }
 
@@ -72,6 +64,9 @@ int64_t kv_head_stride(const py::array& a, const char* name) {
     throw py::type_error(std::string(name) + ": expected dtype float32, got " + std::string(py::str(a.dtype())));
   if (a.ndim() != 3)
     throw py::value_error(std::string(name) + ": expected 3 dimensions, got " + std::to_string(a.ndim()));
+  if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    throw py::value_error(std::string(name) + ": array must be aligned to its element size");
+  check_dims(a, name);
   if (a.flags() & py::array::c_style) return a.shape(1) * a.shape(2);
   const int64_t f = sizeof(float), L = a.shape(1), D = a.shape(2);
   const bool rows_ok = (D <= 1 || a.strides(2) == f) && (L <= 1 || a.strides(1) == D * f);
@@ -94,7 +89,11 @@ py::array_t<float> attention_py(const py::array& q, const py::array& k, const py
   if (Hkv <= 0 || Hq % Hkv != 0)
     throw py::value_error("attention: query heads " + std::to_string(Hq) + " must be a multiple of kv heads " +
                           std::to_string(Hkv));
-  if (window < 0) throw py::value_error("attention: sliding window must be >= 0 (0 = none)");
+  if (window < 0) throw py::value_error("attention: sliding window must be >= 0 (0 = none), got " +
+                                        std::to_string(window));
+  // A window of Lk or more hides no key (j > p - window for every p < Lk): the same as Lk, which keeps
+  // p - window far from int64 overflow whatever the caller passed.
+  window = std::min<int64_t>(window, std::max<int64_t>(Lk, 1));
   if (!std::isfinite(scale)) throw py::value_error("attention: scale must be finite");
   AttentionCall c{static_cast<const float*>(q.data()), static_cast<const float*>(k.data()),
                   static_cast<const float*>(v.data()), nullptr, Hq, Hkv, Lq, Lk, D, causal, window, nullptr,
@@ -113,6 +112,7 @@ py::array_t<float> attention_py(const py::array& q, const py::array& k, const py
     if (mask_arr.dtype().is(py::dtype::of<bool>())) {
       if (mask_arr.ndim() != 2 || !(mask_arr.flags() & py::array::c_style))
         throw py::value_error("attention: mask must be a C-contiguous 2-D array");
+      check_dims(mask_arr, "mask");
     } else {
       check_array<uint8_t>(mask_arr, "mask", 2);
     }

@@ -16,11 +16,11 @@ struct AttentionCall {
   float* out;
   int64_t Hq, Hkv, Lq, Lk, D;
   bool causal;
-  int64_t window;
-  const int64_t* seg;
-  const uint8_t* mask;
+  int64_t window;        // 0 = none; else key j visible from position p iff p - window < j
+  const int64_t* seg;    // [L] block ids or null (then Lq == Lk)
+  const uint8_t* mask;   // [Lq, Lk] 1 = may attend, or null
   float scale;
-  int64_t ks, vs;  // floats from one kv head to the next in k / v (Lk * D when contiguous)
+  int64_t ks, vs;        // floats from one kv head to the next in k / v (>= Lk * D; a KV cache's capacity * D)
 };
 void attention(const AttentionCall& c);        // flash-style, fastest instruction set
 void attention_naive(const AttentionCall& c);  // full score row per query, the reference

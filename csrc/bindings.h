@@ -10,6 +10,18 @@
 namespace py = pybind11;
 
 namespace omni {
+// The largest dimension a kernel takes. Index arithmetic multiplies at most two dimensions (or a dimension and
+// a clamped dilation / window, each <= a dimension) in int64, so with every dimension below 2^31 no index can
+// overflow; larger products (work estimates for threading) are formed in double.
+constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;
+
+inline void check_dims(const py::array& a, const char* name) {
+  for (py::ssize_t i = 0; i < a.ndim(); ++i)
+    if (a.shape(i) > kMaxDim)
+      throw py::value_error(std::string(name) + ": dimension " + std::to_string(i) + " is " +
+                            std::to_string(a.shape(i)) + ", the kernels take at most " + std::to_string(kMaxDim));
+}
+
 template <class T>
 inline void check_array(const py::array& a, const char* name, int ndim) {
   if (!a.dtype().is(py::dtype::of<T>()))
@@ -20,6 +32,9 @@ inline void check_array(const py::array& a, const char* name, int ndim) {
                           std::to_string(a.ndim()));
   if (!(a.flags() & py::array::c_style))
     throw py::value_error(std::string(name) + ": array must be C-contiguous");
+  if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    throw py::value_error(std::string(name) + ": array must be aligned to its element size");
+  check_dims(a, name);
 }
 inline std::string shape_str(const py::array& a) {
   std::string s = "(";

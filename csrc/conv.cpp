@@ -1,5 +1,5 @@
 // conv.cpp -- the convolutions of Code2Wav's decoder (conv_kernels.inc: each one GEMM with an implicit im2col
-// on the packed micro-kernel of gemm_kernels.inc), plus their Python entry points.
+// on the packed micro-kernel of gemm_core.inc), plus their Python entry points.
 //   conv1d(x [M, Cin] f32, weight [N, Cin, T] f32, bias [N] | None, dilation, residual [M, N] | None, naive)
 //     -> y [M, N] f32 = causal conv (left zero padding d·(T-1)) + bias (+ residual)
 //   trans_conv1d(x [n, Cin] f32, weight [Cin, Cout, K] f32, bias [Cout] | None, stride r, naive)
@@ -17,12 +17,9 @@
 #include <omp.h>
 #endif
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"  // the linear entry points of gemm_kernels.inc are unused
-#define OMNI_KERNELS "gemm_kernels.inc"
+#define OMNI_KERNELS "gemm_core.inc"
 #define OMNI_KERNELS_2 "conv_kernels.inc"
 #include "isa_instantiate.h"
-#pragma GCC diagnostic pop
 
 namespace omni {
 namespace {
@@ -63,13 +60,7 @@ void trans_conv1d_naive(const float* x, const float* W, const float* bias, float
 
 void trans_conv1d_fast(const float* x, const float* W, const float* b, float* y, int64_t n, int64_t Cin,
                        int64_t Cout, int64_t K, int64_t r) {
-  switch (isa()) {
-#ifdef OMNI_HAVE_X86_ISAS
-    case Isa::avx512: return isa_avx512::trans_conv1d(x, W, b, y, n, Cin, Cout, K, r);
-    case Isa::avx2: return isa_avx2::trans_conv1d(x, W, b, y, n, Cin, Cout, K, r);
-#endif
-    default: return isa_generic::trans_conv1d(x, W, b, y, n, Cin, Cout, K, r);
-  }
+  OMNI_DISPATCH(trans_conv1d(x, W, b, y, n, Cin, Cout, K, r));
 }
 
 // Reference: one sum per output pixel and channel, taps and channels in order.
@@ -94,24 +85,12 @@ void conv2d_s2_naive(const float* x, const float* W, const float* bias, float* y
 
 void conv2d_s2_fast(const float* x, const float* W, const float* b, float* y, int64_t B, int64_t H, int64_t Wd,
                     int64_t Cin, int64_t Cout) {
-  switch (isa()) {
-#ifdef OMNI_HAVE_X86_ISAS
-    case Isa::avx512: return isa_avx512::conv2d_s2(x, W, b, y, B, H, Wd, Cin, Cout);
-    case Isa::avx2: return isa_avx2::conv2d_s2(x, W, b, y, B, H, Wd, Cin, Cout);
-#endif
-    default: return isa_generic::conv2d_s2(x, W, b, y, B, H, Wd, Cin, Cout);
-  }
+  OMNI_DISPATCH(conv2d_s2(x, W, b, y, B, H, Wd, Cin, Cout));
 }
 
 void conv1d_fast(const float* x, const float* W, const float* b, const float* r, float* y, int64_t M, int64_t N,
                  int64_t Cin, int64_t T, int64_t dil) {
-  switch (isa()) {
-#ifdef OMNI_HAVE_X86_ISAS
-    case Isa::avx512: return isa_avx512::conv1d(x, W, b, r, y, M, N, Cin, T, dil);
-    case Isa::avx2: return isa_avx2::conv1d(x, W, b, r, y, M, N, Cin, T, dil);
-#endif
-    default: return isa_generic::conv1d(x, W, b, r, y, M, N, Cin, T, dil);
-  }
+  OMNI_DISPATCH(conv1d(x, W, b, r, y, M, N, Cin, T, dil));
 }
 
 const float* optional_f32(const py::object& o, py::array& keep, const char* name, int ndim) {
@@ -131,6 +110,9 @@ py::array_t<float> conv1d_py(const py::array& x, const py::array& W, const py::o
                           shape_str(W) + " expects " + std::to_string(W.shape(1)));
   if (T < 1) throw py::value_error("conv1d: weight " + shape_str(W) + " has no taps");
   if (dilation < 1) throw py::value_error("conv1d: dilation must be >= 1, got " + std::to_string(dilation));
+  // A dilation of M or more leaves every tap but the last in the zero padding, like M itself: clamping keeps
+  // d·(T-1) far from int64 overflow (a huge dilation used to wrap it into an out-of-bounds row).
+  dilation = std::min<int64_t>(dilation, std::max<int64_t>(x.shape(0), 1));
   py::array bias_arr, res_arr;
   const float* b = optional_f32(bias, bias_arr, "bias", 1);
   if (b && bias_arr.shape(0) != N)
@@ -145,7 +127,11 @@ py::array_t<float> conv1d_py(const py::array& x, const py::array& W, const py::o
   float* yp = y.mutable_data();
   {
     py::gil_scoped_release nogil;
-    (naive ? conv1d_naive : conv1d_fast)(xp, wp, b, r, yp, M, N, Cin, T, dilation);
+    // The GEMM multiplies the zero padding before the input by the weights; the NumPy specification never
+    // does (each tap adds only rows with a real input), so with a non-finite weight (0 · inf = NaN) only
+    // the reference loop, which skips the padding the same way, gives its result.
+    const bool exact_padding = naive || !omni::all_finite(wp, N * Cin * T);
+    (exact_padding ? conv1d_naive : conv1d_fast)(xp, wp, b, r, yp, M, N, Cin, T, dilation);
   }
   return y;
 }

@@ -43,22 +43,19 @@ void snake_naive(const float* x, const float* a, const float* inv_b, float* y, i
 }
 
 // ---- fast paths -------------------------------------------------------------------------------------------
+// One block of n elements / of rows x C channels on the selected instruction set (elementwise_kernels.inc);
+// snake_block returns true when some |x a| needs the libm fix-up below.
+void gelu_block(const float* x, float* y, int64_t n) { OMNI_DISPATCH(gelu_block(x, y, n)); }
+bool snake_block(const float* x, const float* a, const float* inv_b, float* y, int64_t rows, int64_t C) {
+  OMNI_DISPATCH(snake_block(x, a, inv_b, y, rows, C));
+}
+
 void gelu_fast(const float* x, float* y, int64_t n) {
-  auto block = [&](int64_t i0) {
-    const int64_t m = std::min(kBlock, n - i0);
-    switch (isa()) {
-#ifdef OMNI_HAVE_X86_ISAS
-      case Isa::avx512: return isa_avx512::gelu_block(x + i0, y + i0, m);
-      case Isa::avx2: return isa_avx2::gelu_block(x + i0, y + i0, m);
-#endif
-      default: return isa_generic::gelu_block(x + i0, y + i0, m);
-    }
-  };
   const int64_t blocks = (n + kBlock - 1) / kBlock;
 #ifdef OMNIREF_OPENMP
 #pragma omp parallel for schedule(static) if (blocks > 1)
 #endif
-  for (int64_t b = 0; b < blocks; ++b) block(b * kBlock);
+  for (int64_t b = 0; b < blocks; ++b) gelu_block(x + b * kBlock, y + b * kBlock, std::min(kBlock, n - b * kBlock));
 }
 
 void snake_fast(const float* x, const float* a, const float* inv_b, float* y, int64_t rows, int64_t C) {
@@ -72,15 +69,7 @@ void snake_fast(const float* x, const float* a, const float* inv_b, float* y, in
     const int64_t t0 = it * step, m = std::min(step, rows - t0);
     const float* xb = x + t0 * C;
     float* yb = y + t0 * C;
-    bool huge;
-    switch (isa()) {
-#ifdef OMNI_HAVE_X86_ISAS
-      case Isa::avx512: huge = isa_avx512::snake_block(xb, a, inv_b, yb, m, C); break;
-      case Isa::avx2: huge = isa_avx2::snake_block(xb, a, inv_b, yb, m, C); break;
-#endif
-      default: huge = isa_generic::snake_block(xb, a, inv_b, yb, m, C);
-    }
-    if (huge)
+    if (snake_block(xb, a, inv_b, yb, m, C))
       for (int64_t t = 0; t < m; ++t)  // rare: |x a| >= 1e6 needs libm's full (Payne-Hanek) reduction
         for (int64_t c = 0; c < C; ++c) {
           const float arg = xb[t * C + c] * a[c];
@@ -94,6 +83,8 @@ py::array_t<float> gelu_py(const py::array& x, bool naive) {
   if (!x.dtype().is(py::dtype::of<float>())) throw py::type_error("gelu: x must be float32, got " +
                                                                    std::string(py::str(x.dtype())));
   if (!(x.flags() & py::array::c_style)) throw py::value_error("gelu: x must be C-contiguous");
+  if (!(x.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    throw py::value_error("gelu: x must be aligned to its element size");
   std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
   py::array_t<float> y(shape);
   const int64_t n = x.size();

@@ -1,5 +1,5 @@
-// gemm.cpp -- dispatch of the linear kernels (gemm_kernels.inc, compiled per instruction set) and the naive
-// reference kept beside them. Shapes and layout: see gemm.h.
+// gemm.cpp -- dispatch of the linear kernels (gemm_core.inc + gemm_kernels.inc, compiled per instruction set)
+// and the naive reference kept beside them. Shapes and layout: see gemm.h.
 #include "gemm.h"
 #include "cpu.h"
 #include "simd.h"
@@ -9,68 +9,41 @@
 #include <omp.h>
 #endif
 
-#define OMNI_KERNELS "gemm_kernels.inc"
+#define OMNI_KERNELS "gemm_core.inc"
+#define OMNI_KERNELS_2 "gemm_kernels.inc"
 #include "isa_instantiate.h"
 
 namespace omni {
 namespace {
-inline float widen(uint16_t h) { uint32_t u = uint32_t(h) << 16; float f; std::memcpy(&f, &u, 4); return f; }
-
 // Reference: one dot product per output, float32 accumulation in k order (what a textbook loop does).
-template <class WT, class Cvt>
-void naive(const float* x, const WT* W, const float* bias, float* y, int64_t M, int64_t N, int64_t K, Cvt cvt) {
+template <class WT>
+void naive(const float* x, const WT* W, const float* bias, float* y, int64_t M, int64_t N, int64_t K) {
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {
       float s = 0.f;
-      for (int64_t k = 0; k < K; ++k) s += x[m * K + k] * cvt(W[n * K + k]);
+      for (int64_t k = 0; k < K; ++k) s += x[m * K + k] * widen(W[n * K + k]);
       y[m * N + n] = s + (bias ? bias[n] : 0.f);
     }
 }
 }  // namespace
 
 void linear_naive_f32(const float* x, const float* W, const float* b, float* y, int64_t M, int64_t N, int64_t K) {
-  naive(x, W, b, y, M, N, K, [](float v) { return v; });
+  naive(x, W, b, y, M, N, K);
 }
 void linear_naive_bf16(const float* x, const uint16_t* W, const float* b, float* y, int64_t M, int64_t N, int64_t K) {
-  naive(x, W, b, y, M, N, K, widen);
+  naive(x, W, b, y, M, N, K);
 }
 
-int64_t packed_weight_size(int64_t N, int64_t K) {
-  switch (isa()) {
-#ifdef OMNI_HAVE_X86_ISAS
-    case Isa::avx512: return isa_avx512::packed_size(N, K);
-    case Isa::avx2: return isa_avx2::packed_size(N, K);
-#endif
-    default: return isa_generic::packed_size(N, K);
-  }
-}
+int64_t packed_weight_size(int64_t N, int64_t K) { OMNI_DISPATCH(packed_size(N, K)); }
 void pack_weight_f32(const float* W, int64_t N, int64_t K, float* dst) {
-  switch (isa()) {
-#ifdef OMNI_HAVE_X86_ISAS
-    case Isa::avx512: return isa_avx512::pack_weight(W, N, K, dst);
-    case Isa::avx2: return isa_avx2::pack_weight(W, N, K, dst);
-#endif
-    default: return isa_generic::pack_weight(W, N, K, dst);
-  }
+  OMNI_DISPATCH(pack_weight(W, N, K, dst));
 }
 
 void linear_f32(const float* x, const float* W, const float* b, float* y, int64_t M, int64_t N, int64_t K,
                 const float* Wp) {
-  switch (isa()) {
-#ifdef OMNI_HAVE_X86_ISAS
-    case Isa::avx512: return isa_avx512::linear(x, W, b, y, M, N, K, Wp);
-    case Isa::avx2: return isa_avx2::linear(x, W, b, y, M, N, K, Wp);
-#endif
-    default: return isa_generic::linear(x, W, b, y, M, N, K, Wp);
-  }
+  OMNI_DISPATCH(linear(x, W, b, y, M, N, K, Wp));
 }
 void linear_bf16(const float* x, const uint16_t* W, const float* b, float* y, int64_t M, int64_t N, int64_t K) {
-  switch (isa()) {
-#ifdef OMNI_HAVE_X86_ISAS
-    case Isa::avx512: return isa_avx512::linear(x, W, b, y, M, N, K);
-    case Isa::avx2: return isa_avx2::linear(x, W, b, y, M, N, K);
-#endif
-    default: return isa_generic::linear(x, W, b, y, M, N, K);
-  }
+  OMNI_DISPATCH(linear(x, W, b, y, M, N, K));
 }
 }  // namespace omni

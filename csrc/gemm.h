@@ -12,7 +12,7 @@ void linear_f32(const float* x, const float* W, const float* bias, float* y, int
                 const float* Wp = nullptr);
 void linear_bf16(const float* x, const uint16_t* W, const float* bias, float* y, int64_t M, int64_t N, int64_t K);
 // Pre-packing (for weights used many times, e.g. the MoE experts): the GEMM's panel layout of the current
-// instruction set (see pack_weight in gemm_kernels.inc); packed_weight_size floats.
+// instruction set (pack_weight in gemm_kernels.inc, packed_block in gemm_core.inc); packed_weight_size floats.
 int64_t packed_weight_size(int64_t N, int64_t K);
 void pack_weight_f32(const float* W, int64_t N, int64_t K, float* dst);
 void linear_naive_f32(const float* x, const float* W, const float* bias, float* y, int64_t M, int64_t N, int64_t K);

@@ -24,7 +24,7 @@ struct MoeGroups {
 };
 }  // namespace omni
 
-#define OMNI_KERNELS "gemm_kernels.inc"
+#define OMNI_KERNELS "gemm_core.inc"
 #define OMNI_KERNELS_2 "moe_kernels.inc"
 #include "isa_instantiate.h"
 
@@ -56,17 +56,8 @@ template <class WT>
 void dispatch(const MoeCall<WT>& c) {
   if (c.L <= 0 || c.H <= 0) return;
   const MoeGroups g = group(c);
-  switch (isa()) {
-#ifdef OMNI_HAVE_X86_ISAS
-    case Isa::avx512: return isa_avx512::moe(c, g);
-    case Isa::avx2: return isa_avx2::moe(c, g);
-#endif
-    default: return isa_generic::moe(c, g);
-  }
+  OMNI_DISPATCH(moe(c, g));
 }
-
-inline float widen(float v) { return v; }
-inline float widen(uint16_t h) { uint32_t u = uint32_t(h) << 16; float f; std::memcpy(&f, &u, 4); return f; }
 
 // Reference: token by token, its slots in ascending expert order, each product a plain k-ordered dot product.
 template <class WT>
@@ -199,11 +190,6 @@ py::array_t<float> moe_py(const py::array& x, const py::array& local, const py::
               : run<float>(x, local, mix, gate, up, down, use_naive, packed);
 }
 }  // namespace
-
-void moe(const MoeCall<float>& c) { dispatch(c); }
-void moe(const MoeCall<uint16_t>& c) { dispatch(c); }
-void moe_naive(const MoeCall<float>& c) { naive(c); }
-void moe_naive(const MoeCall<uint16_t>& c) { naive(c); }
 
 void register_moe(py::module_& m) {
   m.def("moe", &moe_py, py::arg("x"), py::arg("local"), py::arg("mix"), py::arg("gate"), py::arg("up"),

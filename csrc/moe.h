@@ -10,8 +10,8 @@
 //   gate[u], up[u] [I_u, H] and down[u] [H, I_u] row-major, float32 or bfloat16 bits (uint16), all of one kind;
 //   out [L, H] float32 (written, never read).
 // Only the U experts passed are read: the router's unchosen experts never reach this code.
-// `moe` runs the fast kernel for the selected instruction set; `moe_naive` is the scalar reference. Callers
-// validate shapes and ranges; these functions trust them.
+// moe.cpp runs the fast kernel (moe_kernels.inc) for the selected instruction set, or the scalar reference
+// `naive` beside it (naive=True); its Python entry point validates shapes and ranges, the kernels trust them.
 #pragma once
 #include <cstdint>
 
@@ -32,8 +32,4 @@ struct MoeCall {
   float* out;              // [L, H]
   int64_t L, H, k, U;
 };
-void moe(const MoeCall<float>& c);
-void moe(const MoeCall<uint16_t>& c);
-void moe_naive(const MoeCall<float>& c);
-void moe_naive(const MoeCall<uint16_t>& c);
 }  // namespace omni

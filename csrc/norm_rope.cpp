@@ -13,6 +13,7 @@
 // to about 1 ulp (the only difference is how mean(x^2) is summed). `naive=True` runs the same maths one
 // element at a time without threads (the reference the tests hold the threaded loops to).
 #include "bindings.h"
+#include <cfloat>
 #include <cmath>
 #include <vector>
 #ifdef OMNIREF_OPENMP
@@ -30,7 +31,9 @@ inline void rms_row(const float* __restrict x, const float* __restrict w, float*
                     float eps) {
   double ss = 0.0;
   for (int64_t c = 0; c < H; ++c) ss += double(x[c]) * double(x[c]);
-  const float var = float(ss / double(H));
+  // NumPy sums the squares in float32: past FLT_MAX that sum is inf, the row's norm inf, the output 0 (or NaN
+  // for an inf x). The double sum would not overflow, so say so explicitly to give the same result.
+  const float var = ss > double(FLT_MAX) ? INFINITY : float(ss / double(H));
   const float r = std::sqrt(var + eps);  // float32 add, float32 sqrt, as NumPy does
   for (int64_t c = 0; c < H; ++c) y[c] = w[c] * (x[c] / r);
 }
@@ -84,6 +87,9 @@ py::array_t<float> rotary_py(const py::array& x, const py::array& cs, const py::
   if (!x.dtype().is(py::dtype::of<float>()))
     throw py::type_error("rotary: x must be float32, got " + std::string(py::str(x.dtype())));
   if (x.ndim() != 3) throw py::value_error("rotary: x must be 3-D [B, L, D], got " + shape_str(x));
+  if (!(x.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    throw py::value_error("rotary: x must be aligned to its element size");
+  check_dims(x, "rotary: x");
   check_array<float>(cs, "rotary: cos", 2);
   check_array<float>(sn, "rotary: sin", 2);
   const int64_t B = x.shape(0), L = x.shape(1), D = x.shape(2);

@@ -10,12 +10,15 @@
 //
 // Interface of V (R = register of N floats):
 //   N, zero(), set1(x), load/loadu(p), storeu(p, r), loadu_part(p, n) / storeu_part(p, r, n) (first n<N
-//   lanes, rest zero / untouched), add, sub, mul, fma(a, b, c) = a*b + c, max, reduce_add, reduce_max,
-//   exp(r) (Cephes-style expf, ~2 ulp, exp(x < -87) = 0), load_bf16(p) / load_bf16_part(p, n): N bfloat16
+//   lanes, rest zero / untouched), add, sub, mul, fma(a, b, c) = a*b + c, max, reduce_add, reduce_max (max of a
+//   NaN depends on the operand order, as x86's maxps: kernels that must propagate NaN check for it themselves),
+//   exp(r) (Cephes-style expf, ~2 ulp, exp(x < -87) = 0, exp(+inf) = +inf, NaN stays NaN, as std::exp),
+//   load_bf16(p) / load_bf16_part(p, n): N bfloat16
 //   (uint16) widened exactly to float32 (bf16 bits are the high half of the float32 word);
 //   load_cols(p, stride, rows, cols, out[N]): an N x N block of a row-major matrix transposed, out[j] lane i =
 //   p[i * stride + j] (zero past `rows` / `cols`): N weight rows read contiguously, delivered column by column.
 #pragma once
+#include "cpu.h"
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -40,9 +43,46 @@
 #define OMNI_HAVE_X86_ISAS 1
 #endif
 
+// OMNI_DISPATCH(call): `return isa_<set>::call;` for the instruction set selected in cpu.h (the one switch
+// every kernel's entry point goes through). Use it where the isa_* namespaces exist, i.e. after
+// isa_instantiate.h, e.g.  void gelu(...) { OMNI_DISPATCH(gelu_block(x, y, n)); }
+#ifdef OMNI_HAVE_X86_ISAS
+#define OMNI_DISPATCH(call)                                  \
+  switch (::omni::isa()) {                                   \
+    case ::omni::Isa::avx512: return isa_avx512::call;       \
+    case ::omni::Isa::avx2: return isa_avx2::call;           \
+    default: return isa_generic::call;                       \
+  }
+#else
+#define OMNI_DISPATCH(call) return isa_generic::call;
+#endif
+
+namespace omni {
+// bfloat16 -> float32, exact: bf16 bits are the high half of the float32 word. `widen(float)` is the identity,
+// so code templated over the weight type (float or uint16_t bf16 bits) reads one element as `widen(W[i])`.
+inline float widen(uint16_t h) {
+  const uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline float widen(float v) { return v; }
+
+// No inf or NaN among n floats: an all-ones exponent field marks both (integer ops, so the loop vectorizes).
+inline bool all_finite(const float* p, int64_t n) {
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, p + i, 4);
+    bad |= uint32_t((u & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
+}
+}  // namespace omni
+
 // Cephes expf constants: exp(x) = 2^n * exp(r), n = round(x*log2(e)), r = x - n*ln2 (ln2 split in two parts
 // so r is exact), exp(r) by a degree-6 minimax polynomial on [-ln2/2, ln2/2].
-#define OMNI_EXP_HI 88.0f
+#define OMNI_EXP_HI 88.72283172607421875f  // the largest float whose exp is finite; above it exp = +inf
 #define OMNI_EXP_LO (-87.0f)
 #define OMNI_LOG2E 1.44269504088896341f
 #define OMNI_LN2_HI 0.693359375f
@@ -73,9 +113,8 @@ struct V {
   static inline float reduce_add(R a) { return a; }
   static inline float reduce_max(R a) { return a; }
   static inline R exp(R x) { return x < OMNI_EXP_LO ? 0.f : std::exp(x); }
-  static inline float bf16(uint16_t h) { uint32_t u = uint32_t(h) << 16; float f; std::memcpy(&f, &u, 4); return f; }
-  static inline R load_bf16(const uint16_t* p) { return bf16(*p); }
-  static inline R load_bf16_part(const uint16_t* p, int n) { return n > 0 ? bf16(*p) : 0.f; }
+  static inline R load_bf16(const uint16_t* p) { return omni::widen(*p); }
+  static inline R load_bf16_part(const uint16_t* p, int n) { return n > 0 ? omni::widen(*p) : 0.f; }
   static inline void load_cols(const float* p, int64_t stride, int rows, int cols, R* out) {
     out[0] = (rows > 0 && cols > 0) ? *p : 0.f;
   }
@@ -102,9 +141,11 @@ struct V {
   static inline R max(R a, R b) { return _mm512_max_ps(a, b); }
   static inline float reduce_add(R a) { return _mm512_reduce_add_ps(a); }
   static inline float reduce_max(R a) { return _mm512_reduce_max_ps(a); }
-  static inline R exp(R x) {
-    __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(OMNI_EXP_LO), _CMP_LT_OQ);  // also true for -inf
-    x = _mm512_min_ps(x, _mm512_set1_ps(OMNI_EXP_HI));
+  static inline R exp(R x0) {
+    const __mmask16 tiny = _mm512_cmp_ps_mask(x0, _mm512_set1_ps(OMNI_EXP_LO), _CMP_LT_OQ);  // also -inf
+    const __mmask16 big = _mm512_cmp_ps_mask(x0, _mm512_set1_ps(OMNI_EXP_HI), _CMP_GT_OQ);   // also +inf
+    const __mmask16 nan = _mm512_cmp_ps_mask(x0, x0, _CMP_UNORD_Q);
+    R x = _mm512_min_ps(x0, _mm512_set1_ps(OMNI_EXP_HI));
     x = _mm512_max_ps(x, _mm512_set1_ps(OMNI_EXP_LO));
     R n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(OMNI_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     R r = _mm512_fnmadd_ps(n, _mm512_set1_ps(OMNI_LN2_HI), x);
@@ -116,10 +157,14 @@ struct V {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P4));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P5));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-    // 2^n: put n + 127 in the exponent field (n in [-126, 128] after the clamps; 2^128 = inf is right).
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    R y = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-    return _mm512_mask_blend_ps(tiny, y, _mm512_setzero_ps());
+    // 2^n = 2^n1 · 2^n2 (n1 = n >> 1): n reaches 128 just below ln(FLT_MAX), one past the exponent field.
+    const __m512i ni = _mm512_cvtps_epi32(n), n1 = _mm512_srai_epi32(ni, 1), n2 = _mm512_sub_epi32(ni, n1);
+    const __m512i e1 = _mm512_slli_epi32(_mm512_add_epi32(n1, _mm512_set1_epi32(127)), 23);
+    const __m512i e2 = _mm512_slli_epi32(_mm512_add_epi32(n2, _mm512_set1_epi32(127)), 23);
+    R y = _mm512_mul_ps(_mm512_mul_ps(p, _mm512_castsi512_ps(e1)), _mm512_castsi512_ps(e2));
+    y = _mm512_mask_blend_ps(tiny, y, _mm512_setzero_ps());
+    y = _mm512_mask_blend_ps(big, y, _mm512_set1_ps(INFINITY));
+    return _mm512_mask_blend_ps(nan, y, x0);
   }
   static inline R load_bf16(const uint16_t* p) {
     __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p));
@@ -192,9 +237,11 @@ struct V {
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
-  static inline R exp(R x) {
-    R tiny = _mm256_cmp_ps(x, _mm256_set1_ps(OMNI_EXP_LO), _CMP_LT_OQ);
-    x = _mm256_min_ps(x, _mm256_set1_ps(OMNI_EXP_HI));
+  static inline R exp(R x0) {
+    const R tiny = _mm256_cmp_ps(x0, _mm256_set1_ps(OMNI_EXP_LO), _CMP_LT_OQ);  // also -inf
+    const R big = _mm256_cmp_ps(x0, _mm256_set1_ps(OMNI_EXP_HI), _CMP_GT_OQ);   // also +inf
+    const R nan = _mm256_cmp_ps(x0, x0, _CMP_UNORD_Q);
+    R x = _mm256_min_ps(x0, _mm256_set1_ps(OMNI_EXP_HI));
     x = _mm256_max_ps(x, _mm256_set1_ps(OMNI_EXP_LO));
     R n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(OMNI_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     R r = _mm256_fnmadd_ps(n, _mm256_set1_ps(OMNI_LN2_HI), x);
@@ -206,9 +253,13 @@ struct V {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P4));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P5));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    R y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-    return _mm256_andnot_ps(tiny, y);
+    const __m256i ni = _mm256_cvtps_epi32(n), n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    const __m256i e1 = _mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23);
+    const __m256i e2 = _mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23);
+    R y = _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e1)), _mm256_castsi256_ps(e2));
+    y = _mm256_andnot_ps(tiny, y);
+    y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), big);
+    return _mm256_blendv_ps(y, x0, nan);
   }
   static inline R load_bf16(const uint16_t* p) {
     __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p));

@@ -70,31 +70,63 @@ def _require():
 # validation helpers
 # ---------------------------------------------------------------------------------------------------------
 def _float32(name: str, a) -> np.ndarray:
-    """Real floating arrays become C-contiguous float32; anything else is a TypeError."""
-    if type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous:
+    """Real floating arrays become C-contiguous, aligned float32; anything else is a TypeError."""
+    if type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.aligned:
         return a                                     # the common case, on the decode hot path: nothing to do
     a = np.asarray(a)
     if not (np.issubdtype(a.dtype, np.floating) and a.dtype.itemsize <= 8):
         raise TypeError(f"{name}: expected a float32 array, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=np.float32)
+    return np.require(a, np.float32, ["C", "A"])     # a copy only when needed (e.g. a buffer at an odd offset)
+
+
+def _positive_int(name: str, value) -> int:
+    """An integer >= 1 (a Python or NumPy int, or a float with an integral value); else a ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(value, (float, np.floating)) and not (np.isfinite(value) and float(value).is_integer()):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 # Pre-packed weights. A GEMM first packs W into panels of W^T; for a weight used by few rows that is a large
-# share of the work (an MoE expert sees ~64 tokens in prefill: a fifth of the MoE's time). A read-only float32
-# weight (a checkpoint's: omniref.weights hands them out read-only) cannot change, so it is packed once, on the
-# first call that runs it as a GEMM, and the packing is kept as long as the weight itself lives.
-# OMNIREF_PACK_WEIGHTS=0 turns this off (less memory: the packing is a second copy of each such weight).
-# Writable arrays are never cached: they could change under it.
+# share of the work (an MoE expert sees ~64 tokens in prefill: a fifth of the MoE's time). A float32 weight
+# that provably cannot change (`_immutable`: a checkpoint's, which omniref.weights hands out as read-only views
+# of a read-only file mapping) is packed once, on the first call that runs it as a GEMM, and the packing is
+# kept as long as the weight itself lives. Anything else is packed per call: a read-only view of a writable
+# array changes when its base does. OMNIREF_PACK_WEIGHTS=0 turns caching off (less memory: the packing is a
+# second copy of each such weight).
 PACK_WEIGHTS = os.environ.get("OMNIREF_PACK_WEIGHTS", "1").strip().lower() not in ("0", "false", "no")
 GEMM_MIN_ROWS = 8           # linear: more rows than this run the packed GEMM (csrc/gemm_kernels.inc `linear`)
 MOE_PACK_MIN_TOKENS = 5     # experts with fewer tokens stream their weights as they are (csrc/moe_kernels.inc)
 _packed_cache: dict = {}    # (id(weight), isa) -> (weakref to the weight, its packing)
 
 
+def _immutable(a: np.ndarray) -> bool:
+    """True when nothing can change a's values: a and every array it views are read-only, and the chain of
+    bases ends in a read-only array that owns its memory, immutable `bytes`, or a buffer that refuses writes
+    (a read-only mmap). A read-only view of a writable array is not: writing to the base changes it."""
+    obj = a
+    while isinstance(obj, np.ndarray):
+        if obj.flags.writeable:
+            return False
+        if obj.base is None:
+            return obj.flags.owndata      # (a base-less non-owner wraps foreign memory: unknown, refuse)
+        obj = obj.base
+    if isinstance(obj, bytes):
+        return True
+    try:
+        with memoryview(obj) as m:        # mmap (ACCESS_READ), array.array, ...: ask the buffer itself
+            return m.readonly
+    except TypeError:
+        return False
+
+
 def packed_weight(w: np.ndarray) -> np.ndarray | None:
-    """The GEMM panel layout of a read-only float32 weight [N, K] for the current instruction set (1-D), made
-    once and kept while `w` lives; None for a writable array or when packing is off."""
-    if not PACK_WEIGHTS or w.flags.writeable:
+    """The GEMM panel layout of an immutable float32 weight [N, K] (`_immutable`) for the current instruction
+    set (1-D), made once and kept while `w` lives; None for anything that could change, or when caching is off."""
+    if not PACK_WEIGHTS or w.flags.writeable or not _immutable(w):
         return None
     key = (id(w), _C.isa())
     hit = _packed_cache.get(key)
@@ -176,9 +208,8 @@ def _check_attention(q, k, v, causal, sliding_window, segments, mask, scale):
                          f"got Lq={Lq} Lk={Lk}")
     window = 0
     if sliding_window is not None:
-        window = int(sliding_window)
-        if window < 1:
-            raise ValueError(f"attention: sliding_window must be >= 1 or None, got {sliding_window}")
+        window = _positive_int("attention: sliding_window (or None)", sliding_window)
+        window = min(window, max(Lk, 1))  # a window of Lk or more hides no key: the same, and fits int64
     seg = None
     if segments is not None:
         seg = np.asarray(segments)
@@ -461,8 +492,9 @@ def conv1d(x, weight, bias=None, dilation: int = 1, residual=None, *, naive: boo
         raise ValueError(f"conv1d: input has {x.shape[1]} channels, weight {weight.shape} expects {weight.shape[1]}")
     if weight.shape[2] < 1:
         raise ValueError(f"conv1d: weight {weight.shape} has no taps")
-    if int(dilation) != dilation or dilation < 1:
-        raise ValueError(f"conv1d: dilation must be a positive integer, got {dilation}")
+    # a dilation of N or more leaves every tap but the last in the zero padding, like N itself: clamped so
+    # that d·(K-1) fits int64 whatever was passed (a huge dilation used to wrap it into an out-of-bounds row)
+    dilation = min(_positive_int("conv1d: dilation", dilation), max(x.shape[0], 1))
     b = None if bias is None else _float32("conv1d: bias", bias)
     if b is not None and b.shape != (weight.shape[0],):
         raise ValueError(f"conv1d: bias must have shape ({weight.shape[0]},), got {b.shape}")
@@ -491,9 +523,9 @@ def trans_conv1d(x, weight, bias=None, stride: int = 1, *, naive: bool = False) 
     if x.shape[1] != weight.shape[0]:
         raise ValueError(f"trans_conv1d: input has {x.shape[1]} channels, weight {weight.shape} [Cin, Cout, K] "
                          f"expects {weight.shape[0]}")
-    if int(stride) != stride or stride < 1 or weight.shape[2] < stride:
-        raise ValueError(f"trans_conv1d: need an integer stride >= 1 and kernel K >= stride, got stride {stride} "
-                         f"and weight {weight.shape}")
+    stride = _positive_int("trans_conv1d: stride", stride)
+    if weight.shape[2] < stride:
+        raise ValueError(f"trans_conv1d: need kernel K >= stride, got stride {stride} and weight {weight.shape}")
     b = None if bias is None else _float32("trans_conv1d: bias", bias)
     if b is not None and b.shape != (weight.shape[1],):
         raise ValueError(f"trans_conv1d: bias must have shape ({weight.shape[1]},), got {b.shape}")

@@ -48,8 +48,13 @@ MAX_HEADER = 100 * 1024 * 1024  # the format's own limit on the JSON header (100
 
 
 def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
-    """[...] uint16 bf16 bit patterns -> [...] float32, exactly (bf16 = the top 16 bits of an f32)."""
-    return (raw.astype(np.uint32) << 16).view(np.float32)
+    """[...] uint16 bf16 bit patterns -> [...] float32, exactly (bf16 = the top 16 bits of an f32).
+
+    The result owns its memory (not a float32 view of a uint32 temporary), so once made read-only it provably
+    cannot change and the cpp backend may keep its GEMM packing (omniref/_native.py `packed_weight`)."""
+    out = np.empty(np.shape(raw), np.float32)                                 # [...]
+    np.left_shift(raw, 16, out=out.view(np.uint32), dtype=np.uint32)          # bits into the high half
+    return out
 
 
 def take_rows(table: np.ndarray, ids) -> np.ndarray:

@@ -68,7 +68,10 @@ int max_threads() {
 #endif
 }
 void set_threads(int n) {
-  if (n < 1) throw std::invalid_argument("thread count must be >= 1, got " + std::to_string(n));
+  // Bounded so that a typo cannot make the next parallel region try to start a million threads.
+  if (n < 1 || n > kMaxThreads)
+    throw std::invalid_argument("thread count must be in [1, " + std::to_string(kMaxThreads) + "], got " +
+                                std::to_string(n));
 #ifdef OMNIREF_OPENMP
   omp_set_num_threads(n);
 #endif

@@ -14,5 +14,6 @@ bool cpu_has(const std::string& feature);  // "avx2", "fma", "avx512f", "avx512b
 void set_isa(Isa want);          // throws std::invalid_argument if the CPU lacks it
 const char* isa_name(Isa i);
 int max_threads();               // OpenMP threads the kernels will use (1 without OpenMP)
-void set_threads(int n);
+constexpr int kMaxThreads = 1024;
+void set_threads(int n);         // n in [1, kMaxThreads], else std::invalid_argument
 }  // namespace omni

@@ -433,7 +433,11 @@ def supported_isas() -> list[str]:
 
 
 def set_threads(n: int) -> None:
-    _require().set_threads(int(n))
+    """OpenMP threads for the kernels: an integer in [1, 1024] (csrc/cpu.h kMaxThreads), else ValueError."""
+    n = _positive_int("set_threads: thread count", n)
+    if n > 1024:
+        raise ValueError(f"set_threads: thread count must be in [1, 1024], got {n}")
+    _require().set_threads(n)
 
 
 def max_threads() -> int:

@@ -256,6 +256,17 @@ def test_integer_arguments_refused(bad):
             _native.attention(q, q, q, False, bad)
 
 
+@pytest.mark.parametrize("bad", [0, -3, 1025, 10**6, 2**70, 1.5, "2"])
+def test_thread_count_bounded(bad):
+    """A huge thread count used to be passed to OpenMP as it was (a million threads on the next call)."""
+    before = _native.max_threads()
+    with pytest.raises(ValueError, match="thread count"):
+        _native.set_threads(bad)
+    with pytest.raises((ValueError, TypeError)):                # the C++ wall, for a caller that skips ours
+        _native._C.set_threads(bad if isinstance(bad, int) and abs(bad) < 2**31 else 0)
+    assert _native.max_threads() == before
+
+
 def test_stride_longer_than_the_kernel_refused():
     with pytest.raises(ValueError, match="stride"):
         _native.trans_conv1d(np.ones((10, 4), np.float32), np.ones((4, 3, 4), np.float32), None, 2**70)

@@ -1,8 +1,9 @@
 """Validated Python wrappers around the compiled kernels in `omniref._C` (csrc/): argument checks, nothing else.
 
-Nothing reaches C++ unchecked: every wrapper checks dtypes, shapes and ranges here and raises a
-ValueError/TypeError that names the problem and the numbers, then hands C-contiguous float32 arrays to the
-kernel. What each kernel computes is defined once, in omniref/nn.py (the NumPy specification); omniref/backend.py
+Nothing reaches C++ unchecked: every wrapper checks dtypes, shapes and ranges here and raises an
+omniref.errors.InputError (a ValueError) or a TypeError that names the problem and the numbers, then hands
+C-contiguous, aligned float32 arrays to the kernel. Integer arguments are range-checked (or clamped where a
+larger value means the same) so no index arithmetic in C++ can overflow; csrc/bindings.h checks again. What each kernel computes is defined once, in omniref/nn.py (the NumPy specification); omniref/backend.py
 pairs each op with its kernel, and the tests check every kernel against nn.
 
 Legend: M tokens (rows of x), K input features, N output features, Hq / Hkv query / key-value heads,
@@ -16,6 +17,7 @@ import weakref
 import numpy as np
 
 from omniref import nn
+from omniref.errors import InputError  # a ValueError: bad kernel arguments, named with their values
 from omniref.weights import BF16Weight, as_float32  # noqa: F401  (the bf16 weight type is data)
 
 # How idle OpenMP threads wait between kernel calls. libgomp's default spins ~300k iterations (milliseconds),
@@ -82,11 +84,11 @@ def _float32(name: str, a) -> np.ndarray:
 def _positive_int(name: str, value) -> int:
     """An integer >= 1 (a Python or NumPy int, or a float with an integral value); else a ValueError."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
     if isinstance(value, (float, np.floating)) and not (np.isfinite(value) and float(value).is_integer()):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
     if int(value) < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -151,7 +153,7 @@ def linear(x, weight, bias=None, *, naive: bool = False) -> np.ndarray:
     if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):  # fast path: as is
         x = _float32("linear: x", x)
     if x.ndim < 1:
-        raise ValueError(f"linear: x must have at least 1 dimension [..., K], got shape {x.shape}")
+        raise InputError(f"linear: x must have at least 1 dimension [..., K], got shape {x.shape}")
     if isinstance(weight, BF16Weight):
         w = weight.bits
     elif type(weight) is np.ndarray and weight.dtype == np.float32 and weight.flags.c_contiguous:
@@ -159,15 +161,15 @@ def linear(x, weight, bias=None, *, naive: bool = False) -> np.ndarray:
     else:
         w = _float32("linear: weight", weight)
     if w.ndim != 2:
-        raise ValueError(f"linear: weight must be 2-D [N, K], got shape {w.shape}")
+        raise InputError(f"linear: weight must be 2-D [N, K], got shape {w.shape}")
     N, K = w.shape
     if x.shape[-1] != K:
-        raise ValueError(f"linear: x {x.shape} has K={x.shape[-1]} but weight {w.shape} expects K={K}")
+        raise InputError(f"linear: x {x.shape} has K={x.shape[-1]} but weight {w.shape} expects K={K}")
     b = None
     if bias is not None:
         b = _float32("linear: bias", bias)
         if b.shape != (N,):
-            raise ValueError(f"linear: bias must have shape ({N},), got {b.shape}")
+            raise InputError(f"linear: bias must have shape ({N},), got {b.shape}")
     M = x.size // K if K else 0
     # a GEMM (M > 8) on a read-only float32 weight reads its panels packed once (packed_weight) instead of
     # packing W on every call; the arithmetic, and so the result, is the same
@@ -195,16 +197,16 @@ def _kv_rows(name: str, a) -> np.ndarray:
 def _check_attention(q, k, v, causal, sliding_window, segments, mask, scale):
     q, k, v = _float32("attention: q", q), _kv_rows("attention: k", k), _kv_rows("attention: v", v)
     if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
-        raise ValueError(f"attention: q, k, v must be 3-D [heads, L, D], got {q.shape}, {k.shape}, {v.shape}")
+        raise InputError(f"attention: q, k, v must be 3-D [heads, L, D], got {q.shape}, {k.shape}, {v.shape}")
     Hq, Lq, D = q.shape
     Hkv, Lk, Dk = k.shape
     if Dk != D or v.shape != k.shape:
-        raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} must be [Hq, Lq, D], [Hkv, Lk, D], "
+        raise InputError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} must be [Hq, Lq, D], [Hkv, Lk, D], "
                          f"[Hkv, Lk, D]")
     if Hkv == 0 or Hq % Hkv:
-        raise ValueError(f"attention: query heads {Hq} must be a multiple of key/value heads {Hkv} (GQA)")
+        raise InputError(f"attention: query heads {Hq} must be a multiple of key/value heads {Hkv} (GQA)")
     if causal and Lq > Lk:
-        raise ValueError(f"attention: causal attention needs Lq <= Lk (queries are the last Lq positions), "
+        raise InputError(f"attention: causal attention needs Lq <= Lk (queries are the last Lq positions), "
                          f"got Lq={Lq} Lk={Lk}")
     window = 0
     if sliding_window is not None:
@@ -216,7 +218,7 @@ def _check_attention(q, k, v, causal, sliding_window, segments, mask, scale):
         if not np.issubdtype(seg.dtype, np.integer):
             raise TypeError(f"attention: segments must be integer block ids, got dtype {seg.dtype}")
         if Lq != Lk or seg.shape != (Lq,):
-            raise ValueError(f"attention: segments shape {seg.shape} must be ({Lq},) with Lq == Lk "
+            raise InputError(f"attention: segments shape {seg.shape} must be ({Lq},) with Lq == Lk "
                              f"(got Lq={Lq}, Lk={Lk})")
         seg = np.ascontiguousarray(seg, dtype=np.int64)
     m = None
@@ -225,11 +227,11 @@ def _check_attention(q, k, v, causal, sliding_window, segments, mask, scale):
         if m.dtype != np.bool_:
             raise TypeError(f"attention: mask must be boolean (True = may attend), got dtype {m.dtype}")
         if m.shape != (Lq, Lk):
-            raise ValueError(f"attention: mask shape {m.shape} must be (Lq, Lk) = ({Lq}, {Lk})")
+            raise InputError(f"attention: mask shape {m.shape} must be (Lq, Lk) = ({Lq}, {Lk})")
         m = np.ascontiguousarray(m)
     sc = float(D) ** -0.5 if scale is None else float(scale)
     if not np.isfinite(sc):
-        raise ValueError(f"attention: scale must be finite, got {scale}")
+        raise InputError(f"attention: scale must be finite, got {scale}")
     return q, k, v, bool(causal), window, seg, m, sc
 
 
@@ -254,32 +256,32 @@ def _check_moe(x, chosen, mix, experts):
     if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):
         x = _float32("moe: x", x)
     if x.ndim != 2:
-        raise ValueError(f"moe: x must be 2-D [L, H], got shape {x.shape}")
+        raise InputError(f"moe: x must be 2-D [L, H], got shape {x.shape}")
     idx = np.asarray(chosen)
     if not np.issubdtype(idx.dtype, np.integer):
         raise TypeError(f"moe: chosen must hold integer expert ids, got dtype {idx.dtype}")
     if idx.ndim != 2 or idx.shape[0] != x.shape[0]:
-        raise ValueError(f"moe: chosen must be [L, k] = [{x.shape[0]}, k], got shape {idx.shape}")
+        raise InputError(f"moe: chosen must be [L, k] = [{x.shape[0]}, k], got shape {idx.shape}")
     if idx.shape[1] > 64:
-        raise ValueError(f"moe: at most 64 experts per token, got k={idx.shape[1]}")
+        raise InputError(f"moe: at most 64 experts per token, got k={idx.shape[1]}")
     mix = _float32("moe: mix", mix)
     if mix.shape != idx.shape:
-        raise ValueError(f"moe: mix weights {mix.shape} must have the shape of chosen {idx.shape}")
+        raise InputError(f"moe: mix weights {mix.shape} must have the shape of chosen {idx.shape}")
     if idx.shape[1] > 1:
         ranked = np.sort(idx, axis=1)
         repeats = ranked[:, 1:] == ranked[:, :-1]                    # [L, k-1]
         if repeats.any():
             dup = np.nonzero(repeats.any(axis=1))[0]
-            raise ValueError(f"moe: token {dup[0]} chose expert {idx[dup[0]].tolist()} more than once")
+            raise InputError(f"moe: token {dup[0]} chose expert {idx[dup[0]].tolist()} more than once")
     ids = np.unique(idx)  # [U] ascending: the only experts that will be read
     triples = []
     for e in ids.tolist():
         if e not in experts:
-            raise ValueError(f"moe: expert {e} was chosen but its weights were not passed "
+            raise InputError(f"moe: expert {e} was chosen but its weights were not passed "
                              f"(passed: {sorted(experts)[:8]}{'...' if len(experts) > 8 else ''})")
         t = experts[e]
         if len(t) != 3:
-            raise ValueError(f"moe: expert {e} needs (gate, up, down) weights, got {len(t)} arrays")
+            raise InputError(f"moe: expert {e} needs (gate, up, down) weights, got {len(t)} arrays")
         triples.append(tuple(t))
     return x, idx, mix, ids, triples
 
@@ -302,7 +304,7 @@ def moe(x, chosen, mix, experts, *, naive: bool = False) -> np.ndarray:
                                     else _float32(f"moe: expert {e} weight", as_float32(w))) for w in t]
         g, u, d = ws
         if g.ndim != 2 or g.shape[1] != H or u.shape != g.shape or d.shape != (H, g.shape[0]):
-            raise ValueError(f"moe: expert {e} weights gate {g.shape}, up {u.shape}, down {d.shape} must be "
+            raise InputError(f"moe: expert {e} weights gate {g.shape}, up {u.shape}, down {d.shape} must be "
                              f"[I, {H}], [I, {H}], [{H}, I]")
         for m, w in zip(mats, ws):
             m.append(w)
@@ -340,13 +342,13 @@ def _snake_channels(x, alpha, beta):
     """Validate a snake_beta call; return x as [M, C] and the per-channel (e^α, 1/(e^β + eps)), computed by
     NumPy in float32 exactly as the specification does."""
     if np.ndim(x) < 1:
-        raise ValueError(f"snake_beta: x must be [..., C] with channels last, got shape {np.shape(x)}")
+        raise InputError(f"snake_beta: x must be [..., C] with channels last, got shape {np.shape(x)}")
     if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):
         x = _float32("snake_beta: x", x)
     alpha, beta = _float32("snake_beta: alpha", alpha), _float32("snake_beta: beta", beta)
     C = x.shape[-1]
     if alpha.shape != (C,) or beta.shape != (C,):
-        raise ValueError(f"snake_beta: alpha {alpha.shape} and beta {beta.shape} must both have shape ({C},), "
+        raise InputError(f"snake_beta: alpha {alpha.shape} and beta {beta.shape} must both have shape ({C},), "
                          f"one value per channel of x {x.shape}")
     a = np.exp(alpha)                                                                   # [C]
     inv_b = np.float32(1.0) / (np.exp(beta) + np.float32(nn.SNAKE_EPS))                    # [C]
@@ -376,17 +378,17 @@ def rms_norm(x, weight, eps, *, naive: bool = False) -> np.ndarray:
     C = _require()
     if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):  # else: checked copy
         if np.ndim(x) < 1:
-            raise ValueError(f"rms_norm: x must be [..., H], got shape {np.shape(x)}")
+            raise InputError(f"rms_norm: x must be [..., H], got shape {np.shape(x)}")
         x = _float32("rms_norm: x", x)
     if x.ndim < 1:
-        raise ValueError(f"rms_norm: x must be [..., H], got shape {x.shape}")
+        raise InputError(f"rms_norm: x must be [..., H], got shape {x.shape}")
     w = _float32("rms_norm: weight", weight)
     H = x.shape[-1]
     if w.shape != (H,):
-        raise ValueError(f"rms_norm: weight must have shape ({H},) to match x {x.shape}, got {w.shape}")
+        raise InputError(f"rms_norm: weight must have shape ({H},) to match x {x.shape}, got {w.shape}")
     eps = float(eps)
     if not 0.0 <= eps < float("inf"):                # also False for NaN
-        raise ValueError(f"rms_norm: eps must be finite and >= 0, got {eps}")
+        raise InputError(f"rms_norm: eps must be finite and >= 0, got {eps}")
     M = x.size // H if H else int(np.prod(x.shape[:-1]))
     return C.rms_norm(x.reshape(M, H), w, eps, naive).reshape(x.shape)
 
@@ -399,13 +401,13 @@ def rotary(x, cos, sin, *, naive: bool = False) -> np.ndarray:
     """
     C = _require()
     if np.ndim(x) < 2:
-        raise ValueError(f"rotary: x must be [..., L, D], got shape {np.shape(x)}")
+        raise InputError(f"rotary: x must be [..., L, D], got shape {np.shape(x)}")
     if not (type(x) is np.ndarray and x.dtype == np.float32 and (x.shape[-1] <= 1 or x.strides[-1] == 4)):
         x = _float32("rotary: x", x)
     cos, sin = _float32("rotary: cos", cos), _float32("rotary: sin", sin)
     L, D = x.shape[-2:]
     if cos.shape != (L, D) or sin.shape != (L, D):
-        raise ValueError(f"rotary: x {x.shape} needs cos and sin of shape ({L}, {D}), got {cos.shape} and "
+        raise InputError(f"rotary: x {x.shape} needs cos and sin of shape ({L}, {D}), got {cos.shape} and "
                          f"{sin.shape}")
     x3 = x if x.ndim == 3 else x.reshape(int(np.prod(x.shape[:-2])), L, D)   # 3-D: a view; others may copy
     return C.rotary(x3, cos, sin, naive).reshape(x.shape)
@@ -436,7 +438,7 @@ def set_threads(n: int) -> None:
     """OpenMP threads for the kernels: an integer in [1, 1024] (csrc/cpu.h kMaxThreads), else ValueError."""
     n = _positive_int("set_threads: thread count", n)
     if n > 1024:
-        raise ValueError(f"set_threads: thread count must be in [1, 1024], got {n}")
+        raise InputError(f"set_threads: thread count must be in [1, 1024], got {n}")
     _require().set_threads(n)
 
 
@@ -459,10 +461,10 @@ def cuda_linear(x, weight, bias=None, *, naive: bool = False):
     x = _float32("cuda_linear: x", x)
     w = _float32("cuda_linear: weight", as_float32(weight))
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
-        raise ValueError(f"cuda_linear: need x [M, K] and weight [N, K], got {x.shape} and {w.shape}")
+        raise InputError(f"cuda_linear: need x [M, K] and weight [N, K], got {x.shape} and {w.shape}")
     b = None if bias is None else _float32("cuda_linear: bias", bias)
     if b is not None and b.shape != (w.shape[0],):
-        raise ValueError(f"cuda_linear: bias must have shape ({w.shape[0]},), got {b.shape}")
+        raise InputError(f"cuda_linear: bias must have shape ({w.shape[0]},), got {b.shape}")
     return _C.cuda_linear(x, w, b, naive)
 
 
@@ -472,7 +474,7 @@ def cuda_attention(q, k, v, causal=False, sliding_window=None, segments=None, ma
         raise RuntimeError("CUDA kernels are not available (build with OMNIREF_CUDA=ON on a machine with a GPU)")
     q, k, v, causal, window, seg, m, sc = _check_attention(q, k, v, causal, sliding_window, segments, mask, scale)
     if q.shape[2] > 256:
-        raise ValueError(f"cuda_attention: head dim {q.shape[2]} > 256 is not supported")
+        raise InputError(f"cuda_attention: head dim {q.shape[2]} > 256 is not supported")
     return _C.cuda_attention(q, k, v, causal, window, seg, m, sc)
 
 
@@ -491,20 +493,20 @@ def conv1d(x, weight, bias=None, dilation: int = 1, residual=None, *, naive: boo
         x = _float32("conv1d: x", x)
     weight = _float32("conv1d: weight", weight)
     if x.ndim != 2 or weight.ndim != 3:
-        raise ValueError(f"conv1d: need x [N, Cin] and weight [Cout, Cin, K], got {x.shape} and {weight.shape}")
+        raise InputError(f"conv1d: need x [N, Cin] and weight [Cout, Cin, K], got {x.shape} and {weight.shape}")
     if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"conv1d: input has {x.shape[1]} channels, weight {weight.shape} expects {weight.shape[1]}")
+        raise InputError(f"conv1d: input has {x.shape[1]} channels, weight {weight.shape} expects {weight.shape[1]}")
     if weight.shape[2] < 1:
-        raise ValueError(f"conv1d: weight {weight.shape} has no taps")
+        raise InputError(f"conv1d: weight {weight.shape} has no taps")
     # a dilation of N or more leaves every tap but the last in the zero padding, like N itself: clamped so
     # that d·(K-1) fits int64 whatever was passed (a huge dilation used to wrap it into an out-of-bounds row)
     dilation = min(_positive_int("conv1d: dilation", dilation), max(x.shape[0], 1))
     b = None if bias is None else _float32("conv1d: bias", bias)
     if b is not None and b.shape != (weight.shape[0],):
-        raise ValueError(f"conv1d: bias must have shape ({weight.shape[0]},), got {b.shape}")
+        raise InputError(f"conv1d: bias must have shape ({weight.shape[0]},), got {b.shape}")
     r = None if residual is None else _float32("conv1d: residual", residual)
     if r is not None and r.shape != (x.shape[0], weight.shape[0]):
-        raise ValueError(f"conv1d: residual must have the output's shape {(x.shape[0], weight.shape[0])}, "
+        raise InputError(f"conv1d: residual must have the output's shape {(x.shape[0], weight.shape[0])}, "
                          f"got {r.shape}")
     return C.conv1d(x, weight, b, int(dilation), r, naive)
 
@@ -522,17 +524,17 @@ def trans_conv1d(x, weight, bias=None, stride: int = 1, *, naive: bool = False) 
         x = _float32("trans_conv1d: x", x)
     weight = _float32("trans_conv1d: weight", weight)
     if x.ndim != 2 or weight.ndim != 3:
-        raise ValueError(f"trans_conv1d: need x [n, Cin] and weight [Cin, Cout, K], got {x.shape} and "
+        raise InputError(f"trans_conv1d: need x [n, Cin] and weight [Cin, Cout, K], got {x.shape} and "
                          f"{weight.shape}")
     if x.shape[1] != weight.shape[0]:
-        raise ValueError(f"trans_conv1d: input has {x.shape[1]} channels, weight {weight.shape} [Cin, Cout, K] "
+        raise InputError(f"trans_conv1d: input has {x.shape[1]} channels, weight {weight.shape} [Cin, Cout, K] "
                          f"expects {weight.shape[0]}")
     stride = _positive_int("trans_conv1d: stride", stride)
     if weight.shape[2] < stride:
-        raise ValueError(f"trans_conv1d: need kernel K >= stride, got stride {stride} and weight {weight.shape}")
+        raise InputError(f"trans_conv1d: need kernel K >= stride, got stride {stride} and weight {weight.shape}")
     b = None if bias is None else _float32("trans_conv1d: bias", bias)
     if b is not None and b.shape != (weight.shape[1],):
-        raise ValueError(f"trans_conv1d: bias must have shape ({weight.shape[1]},), got {b.shape}")
+        raise InputError(f"trans_conv1d: bias must have shape ({weight.shape[1]},), got {b.shape}")
     return C.trans_conv1d(x, weight, b, int(stride), naive)
 
 
@@ -548,12 +550,12 @@ def conv2d_s2(x, weight, bias=None, *, naive: bool = False) -> np.ndarray:
         x = _float32("conv2d_s2: x", x)
     weight = _float32("conv2d_s2: weight", weight)
     if x.ndim != 4 or weight.ndim != 4 or weight.shape[2:] != (3, 3):
-        raise ValueError(f"conv2d_s2: need x [B, H, W, Cin] and weight [Cout, Cin, 3, 3], got {x.shape} and "
+        raise InputError(f"conv2d_s2: need x [B, H, W, Cin] and weight [Cout, Cin, 3, 3], got {x.shape} and "
                          f"{weight.shape}")
     if x.shape[3] != weight.shape[1]:
-        raise ValueError(f"conv2d_s2: input has {x.shape[3]} channels, weight {weight.shape} expects "
+        raise InputError(f"conv2d_s2: input has {x.shape[3]} channels, weight {weight.shape} expects "
                          f"{weight.shape[1]}")
     b = None if bias is None else _float32("conv2d_s2: bias", bias)
     if b is not None and b.shape != (weight.shape[0],):
-        raise ValueError(f"conv2d_s2: bias must have shape ({weight.shape[0]},), got {b.shape}")
+        raise InputError(f"conv2d_s2: bias must have shape ({weight.shape[0]},), got {b.shape}")
     return C.conv2d_s2(x, weight, b, naive)

@@ -1,8 +1,8 @@
 """The C++ kernels on the inputs that used to crash them or give a wrong answer (issue 12, item 5).
 
-* NaN and inf planted in every operand travel exactly as on the NumPy path: the non-finite mask (NaN, +inf,
-  -inf) is equal element for element, and the finite rest agrees to fp32 accuracy.
-* Integer arguments of any size are refused with a ValueError naming them, or, where a huge value means the
+* NaN and inf planted in every operand travel exactly as in the NumPy specification (omniref.nn): the
+  non-finite mask (NaN, +inf, -inf) is equal element for element, and the finite rest agrees to fp32 accuracy.
+* Integer arguments of any size are refused with an InputError (a ValueError) naming them, or, where a huge value means the
   same as a smaller one (a dilation or a sliding window longer than the input), give that result; no index
   arithmetic overflows (a huge dilation used to segfault).
 * Empty dimensions give the mathematical result: an empty sum is the bias (conv with no input channels used
@@ -15,26 +15,13 @@ import mmap
 import numpy as np
 import pytest
 
-from omniref import _native, backend, nn
+from omniref import _native, nn
+from omniref.errors import InputError
 
 pytestmark = [pytest.mark.skipif(not _native.available(), reason="C++ extension not built"),
               pytest.mark.filterwarnings("ignore::RuntimeWarning")]  # the NumPy references warn on NaN / inf
 
 RTOL = 2e-5  # relative to max |finite reference|: the finite part of a result with planted non-finite values
-
-
-def spec(name: str, *modules: str):
-    """The NumPy definition of op `name`: omniref.nn's, else the model module that defines it."""
-    fn = getattr(nn, name, None)
-    for mod in modules:
-        if fn is None:
-            fn = getattr(__import__(mod, fromlist=[name]), name, None)
-    assert fn is not None, name
-
-    def run(*args, **kw):
-        with backend.use("numpy"):
-            return fn(*args, **kw)
-    return run
 
 
 def assert_same_nonfinite(out, ref):
@@ -71,13 +58,13 @@ def test_linear_nonfinite(isa, M, where):
         w = planted(rng, w.shape, count=2)
     else:
         b = planted(rng, b.shape, count=1)
-    ref = spec("linear")(x, w, b)
+    ref = nn.linear(x, w, b)
     assert_same_nonfinite(_native.linear(x, w, b), ref)
     assert_same_nonfinite(_native.linear(x, w, b, naive=True), ref)
     w.setflags(write=False)                                      # the cached pre-packed GEMM path
     assert_same_nonfinite(_native.linear(x, w, b), ref)
     wb = _native.BF16Weight.from_float32(w)
-    assert_same_nonfinite(_native.linear(x, wb, b), spec("linear")(x, wb.to_float32(), b))
+    assert_same_nonfinite(_native.linear(x, wb, b), nn.linear(x, wb.to_float32(), b))
 
 
 ATTENTION_CASES = [  # Hq, Hkv, Lq, Lk, causal, window, segments, mask
@@ -110,7 +97,7 @@ def test_attention_nonfinite(isa, case, where):
         m = rng.random((Lq, Lk)) < 0.3
         m[2] = False                                            # a row that sees no key at all
     kw = dict(causal=causal, sliding_window=window, segments=segments, mask=m)
-    ref = spec("attention")(q, k, v, **kw)
+    ref = nn.attention(q, k, v, **kw)
     args = (q, k, v, causal, window, segments, m)
     assert_same_nonfinite(_native.attention(*args), ref)
     assert_same_nonfinite(_native.attention(*args, naive=True), ref)
@@ -124,14 +111,14 @@ def test_attention_issue_examples(isa):
     assert np.isnan(_native.attention(q, k, v, True)[0, 1]).all()
     q[0, 1, 2] = 1.0
     k[0, 0, 0] = np.inf
-    assert_same_nonfinite(_native.attention(q, k, v, True), spec("attention")(q, k, v, causal=True))
+    assert_same_nonfinite(_native.attention(q, k, v, True), nn.attention(q, k, v, causal=True))
 
 
 @pytest.mark.parametrize("where", ["x", "gate", "up", "down", "mix"])
 @pytest.mark.parametrize("L", [1, 3, 30])
 def test_moe_nonfinite(isa, where, L):
-    """The fused MoE against the decoder's loop (silu(x W_gᵀ) ⊙ x W_uᵀ, then W_dᵀ, mixed in ascending expert
-    order), NumPy ops from omniref.nn; silu(-inf) = -inf · 0 = NaN, as expit gives."""
+    """The fused MoE against nn.moe_experts (silu(x W_gᵀ) ⊙ x W_uᵀ, then W_dᵀ, mixed in ascending expert
+    order); silu(-inf) = -inf · 0 = NaN, as expit gives."""
     rng = np.random.default_rng(L)
     H, I, E, k = 24, 20, 4, 2
     x = rng.standard_normal((L, H)).astype(np.float32)
@@ -149,13 +136,7 @@ def test_moe_nonfinite(isa, where, L):
             t = list(experts[e])
             t[i] = planted(rng, t[i].shape, count=2)
             experts[e] = tuple(t)
-    with backend.use("numpy"):
-        ref = np.zeros_like(x)
-        for e in np.unique(chosen):
-            rows, slot = np.nonzero(chosen == e)
-            g, u, d = experts[e]
-            h = nn.silu(nn.linear(x[rows], g)) * nn.linear(x[rows], u)
-            ref[rows] += mix[rows, slot][:, None] * nn.linear(h, d)
+    ref = nn.moe_experts(x, chosen, mix, experts)
     assert_same_nonfinite(_native.moe(x, chosen, mix, experts), ref)
     assert_same_nonfinite(_native.moe(x, chosen, mix, experts, naive=True), ref)
 
@@ -179,16 +160,15 @@ def test_norm_rope_activations_nonfinite(isa):
     w = rng.standard_normal(40).astype(np.float32)
     x[4, 7] = 3e19                                               # its square overflows float32: NumPy's norm is inf
     x[5] = 1e18                                                  # squares finite, their float32 sum is not
-    assert_same_nonfinite(_native.rms_norm(x, w, 1e-6), spec("rms_norm")(x, w, 1e-6))
+    assert_same_nonfinite(_native.rms_norm(x, w, 1e-6), nn.rms_norm(x, w, 1e-6))
     xr = planted(rng, (3, 9, 16), count=2)
     cos, sin = rng.standard_normal((9, 16)).astype(np.float32), rng.standard_normal((9, 16)).astype(np.float32)
-    assert_same_nonfinite(_native.rotary(xr, cos, sin), spec("apply_rotary")(xr, cos, sin))
+    assert_same_nonfinite(_native.rotary(xr, cos, sin), nn.apply_rotary(xr, cos, sin))
     xg = planted(rng, (7, 300), count=5)
-    assert_same_nonfinite(_native.gelu(xg), spec("gelu")(xg))
+    assert_same_nonfinite(_native.gelu(xg), nn.gelu(xg))
     xs = planted(rng, (50, 24), count=3)
     alpha, beta = rng.standard_normal(24).astype(np.float32), rng.standard_normal(24).astype(np.float32)
-    snake = spec("snake_beta", "omniref.codec.code2wav")
-    assert_same_nonfinite(_native.snake_beta(xs, alpha, beta), snake(xs, alpha, beta))
+    assert_same_nonfinite(_native.snake_beta(xs, alpha, beta), nn.snake_beta(xs, alpha, beta))
 
 
 @pytest.mark.parametrize("M", [5, 600])  # short inputs split channels, long ones rows (csrc/conv_kernels.inc)
@@ -206,21 +186,18 @@ def test_convs_nonfinite(isa, M, where):
     else:
         w[3, 2, 0] = np.inf                                      # a tap that reads the padding for t < 2d
         w[5, 1, 2] = np.nan
-    conv = spec("causal_conv", "omniref.codec.code2wav")
     for d in (1, 3):
-        ref = conv(x, w, b, d)
+        ref = nn.causal_conv(x, w, b, d)
         assert_same_nonfinite(_native.conv1d(x, w, b, d), ref)
         assert_same_nonfinite(_native.conv1d(x, w, b, d, naive=True), ref)
     wt = planted(rng, (Cin, Cout, 8), count=1) if where == "weight" else rng.standard_normal((Cin, Cout, 8))
     wt = wt.astype(np.float32)
-    trans = spec("causal_trans_conv", "omniref.codec.code2wav")
-    assert_same_nonfinite(_native.trans_conv1d(x, wt, b, 4), trans(x, wt, b, 4))
+    assert_same_nonfinite(_native.trans_conv1d(x, wt, b, 4), nn.causal_trans_conv(x, wt, b, 4))
     x2 = planted(rng, (1, 9, 7, Cin), count=1) if where == "x" else rng.standard_normal((1, 9, 7, Cin))
     x2 = x2.astype(np.float32)
     w2 = planted(rng, (Cout, Cin, 3, 3), count=1) if where == "weight" else rng.standard_normal((Cout, Cin, 3, 3))
     w2 = w2.astype(np.float32)
-    conv2d = spec("conv2d_stride2", "omniref.audio.encoder")
-    assert_same_nonfinite(_native.conv2d_s2(x2, w2, b), conv2d(x2, w2, b))
+    assert_same_nonfinite(_native.conv2d_s2(x2, w2, b), nn.conv2d_stride2(x2, w2, b))
 
 
 # ------------------------------------------------------------------------------------- integer arguments
@@ -246,13 +223,13 @@ def test_attention_huge_window_is_no_window(isa):
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "3", None, float("nan"), float("inf"), -2**70])
 def test_integer_arguments_refused(bad):
     x = np.ones((10, 4), np.float32)
-    with pytest.raises(ValueError, match="dilation"):
+    with pytest.raises(InputError, match="dilation"):
         _native.conv1d(x, np.ones((3, 4, 2), np.float32), None, bad)
-    with pytest.raises(ValueError, match="stride"):
+    with pytest.raises(InputError, match="stride"):
         _native.trans_conv1d(x, np.ones((4, 3, 4), np.float32), None, bad)
     if bad is not None:                                          # sliding_window=None means no window
         q = np.ones((1, 3, 4), np.float32)
-        with pytest.raises(ValueError, match="sliding_window"):
+        with pytest.raises(InputError, match="sliding_window"):
             _native.attention(q, q, q, False, bad)
 
 
@@ -260,7 +237,7 @@ def test_integer_arguments_refused(bad):
 def test_thread_count_bounded(bad):
     """A huge thread count used to be passed to OpenMP as it was (a million threads on the next call)."""
     before = _native.max_threads()
-    with pytest.raises(ValueError, match="thread count"):
+    with pytest.raises(InputError, match="thread count"):
         _native.set_threads(bad)
     with pytest.raises((ValueError, TypeError)):                # the C++ wall, for a caller that skips ours
         _native._C.set_threads(bad if isinstance(bad, int) and abs(bad) < 2**31 else 0)

@@ -233,9 +233,11 @@ class Decoder:
         cos/sin [L, hd] -> [L, H]."""
         p = f"layers.{i}.self_attn."
         L = x.shape[0]
-        q = ops.linear(x, self.w(p + "q_proj.weight")).reshape(L, self.num_heads, self.head_dim)      # [L, nh, hd]
-        k = ops.linear(x, self.w(p + "k_proj.weight")).reshape(L, self.num_kv_heads, self.head_dim)   # [L, nkv, hd]
-        v = ops.linear(x, self.w(p + "v_proj.weight")).reshape(L, self.num_kv_heads, self.head_dim)   # [L, nkv, hd]
+        # three projections of the same x (= three ops.linear calls; one pass over the weights on the cpp backend)
+        q, k, v = ops.linear_many(x, [self.w(p + f"{m}_proj.weight") for m in "qkv"])  # [L, nh·hd], 2 x [L, nkv·hd]
+        q = q.reshape(L, self.num_heads, self.head_dim)                       # [L, nh, hd]
+        k = k.reshape(L, self.num_kv_heads, self.head_dim)                    # [L, nkv, hd]
+        v = v.reshape(L, self.num_kv_heads, self.head_dim)                    # [L, nkv, hd]
         if self.qk_norm:
             # QK-norm (Qwen3): RMSNorm over each head's vector before RoPE keeps attention logits bounded
             q = ops.rms_norm(q, self.w(p + "q_norm.weight"), self.rms_norm_eps)

@@ -315,9 +315,10 @@ def attention_by_blocks(q: np.ndarray, k: np.ndarray, v: np.ndarray, segments: n
 # op name -> (specification, validated C++ wrapper or None). Every public function of nn is an op.
 OPS: dict[str, tuple] = {name: (getattr(nn, name), None) for name in nn.__all__}
 OPS.update({name: (getattr(nn, name), fn) for name, fn in (
-    ("linear", _linear), ("linear_many", _linear_many), ("attention", _attention), ("moe_experts", _moe_experts), ("gelu", _gelu),
-    ("snake_beta", _snake_beta), ("causal_conv", _causal_conv), ("causal_trans_conv", _causal_trans_conv),
-    ("conv2d_stride2", _conv2d_stride2), ("rms_norm", _rms_norm), ("apply_rotary", _apply_rotary))})
+    ("linear", _linear), ("linear_many", _linear_many), ("attention", _attention), ("moe_experts", _moe_experts),
+    ("gelu", _gelu), ("snake_beta", _snake_beta), ("causal_conv", _causal_conv),
+    ("causal_trans_conv", _causal_trans_conv), ("conv2d_stride2", _conv2d_stride2), ("rms_norm", _rms_norm),
+    ("apply_rotary", _apply_rotary))})
 OPS["attention_by_blocks"] = (attention_by_blocks, None)   # a schedule of `attention` calls, on either backend
 
 

@@ -95,7 +95,8 @@ def talker_inputs(talker: Talker, L: int, n_trail: int) -> TalkerInputs:
 def bench_talker(quick: bool) -> dict:
     work = load_json("talker_bench.json")
     tcfg = tiny_config()["talker_config"] if quick else work["talker_config"]      # --quick: omniref.tiny's
-    c2w_cfg = tiny_config()["code2wav_config"] if quick else load_json(load_json("bench_inputs.json")["code2wav"]["config"])
+    c2w_name = load_json("bench_inputs.json")["code2wav"]["config"]
+    c2w_cfg = tiny_config()["code2wav_config"] if quick else load_json(c2w_name)
     talker = random_talker(tcfg)
     c2w: Code2Wav = random_code2wav(c2w_cfg, 0)
     L, N, K = (16, 4, 2) if quick else (work["prefill_tokens"], work["frames"], work["first_chunk_frames"])

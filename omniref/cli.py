@@ -5,7 +5,7 @@
     omniref summary    parameters (total vs active) and thinker FLOPs of a config (default: 30B-A3B)
     omniref generate   text (and speech) from a checkpoint, audio, image and a prompt
     omniref bench      C++ vs NumPy kernels and whole models, as ratios measured side by side
-    omniref trace      save the named activations of a case's stages to .npz
+    omniref trace      save the taps (named activations) of a golden case, or of a generate run (--checkpoint)
     omniref compare    compare two traces layer by layer (first divergence)
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ COMMANDS = {
     "summary": ("omniref.summary", "main"),
     "generate": ("omniref.generate", "main"),
     "bench": ("omniref.bench", "main"),
-    "trace": ("omniref.trace", "main_trace"),
-    "compare": ("omniref.trace", "main_compare"),
+    "trace": ("omniref.generate", "main_trace"),
+    "compare": ("omniref.compare", "main"),
 }
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import taps
 from .backend import ops
 from .errors import CheckpointError, ConfigError
 
@@ -139,7 +140,7 @@ class MoEStats:
 
 
 def moe(x: np.ndarray, w, prefix: str, num_experts: int, top_k: int, norm_topk_prob: bool,
-        stats: list | None = None, layer: int = -1, shared_expert: bool = False) -> np.ndarray:
+        stats: list | None = None, layer: int = -1, shared_expert: bool = False, tap: str = "") -> np.ndarray:
     """Sparse mixture of experts (`Qwen3OmniMoeThinkerTextSparseMoeBlock`; with `shared_expert`,
     `Qwen3OmniMoeTalkerTextSparseMoeBlock`).  x [L, H] -> [L, H].
 
@@ -148,20 +149,29 @@ def moe(x: np.ndarray, w, prefix: str, num_experts: int, top_k: int, norm_topk_p
     3. Tokens are grouped per expert, so every chosen expert runs one matmul over its tokens, and experts that
        no token chose are never touched (their weights are never even read from disk).
     A shared expert (the talker's) runs on every token and is scaled by sigmoid(shared_expert_gate(x)).
+    tap: the block's module name for the trace taps (`thinker.model.layers.3.mlp.`).
     """
-    probs = ops.softmax(ops.linear(x, weight(w, prefix + "gate.weight")).astype(F32), axis=-1)   # [L, H] -> [L, E]
+    logits = ops.linear(x, weight(w, prefix + "gate.weight"))                      # [L, H] -> [L, E]
+    taps.record(tap + "gate", logits)
+    probs = ops.softmax(logits.astype(F32), axis=-1)                                # [L, E]
     if probs.shape[1] != num_experts:
         raise ValueError(f"{prefix}gate.weight routes to {probs.shape[1]} experts, config says {num_experts}")
     chosen = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]                   # [L, k]
     weights = np.take_along_axis(probs, chosen, axis=-1)                             # [L, k]
     if norm_topk_prob:
         weights = weights / np.sum(weights, axis=-1, keepdims=True)
+    taps.record(tap + "gate.router_scores", weights)
+    taps.record(tap + "gate.router_indices", chosen)
     experts = {e: tuple(weight(w, f"{prefix}experts.{e}.{m}_proj.weight") for m in ("gate", "up", "down"))
                for e in np.unique(chosen).tolist()}                   # only experts some token chose are read
     out = ops.moe_experts(x, chosen, weights.astype(F32), experts)     # [L, H]
+    taps.record(tap + "experts", out)
     if shared_expert:
-        gate = ops.sigmoid(ops.linear(x, weight(w, prefix + "shared_expert_gate.weight")))   # [L, H] -> [L, 1]
-        out += gate * swiglu(x, w, prefix + "shared_expert.")
+        shared = swiglu(x, w, prefix + "shared_expert.")                              # [L, H]
+        taps.record(tap + "shared_expert", shared)
+        gate = ops.linear(x, weight(w, prefix + "shared_expert_gate.weight"))          # [L, H] -> [L, 1]
+        taps.record(tap + "shared_expert_gate", gate)
+        out += ops.sigmoid(gate) * shared
     if stats is not None:
         stats.append(MoEStats(probs=probs, experts=chosen, weights=weights, layer=layer))
     return out
@@ -226,15 +236,24 @@ class Decoder:
     def w(self, key: str):
         return weight(self.weights, key)
 
+    @property
+    def tap_prefix(self) -> str:
+        """The stack's checkpoint prefix (`thinker.model.`): its taps are named after the checkpoint's modules."""
+        return getattr(self.weights, "prefix", "")
+
     # --- one layer -------------------------------------------------------------------------------------
     def attention(self, i: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray,
                   cache: KVCache | None) -> np.ndarray:
         """Self-attention of layer i (`Qwen3OmniMoeThinkerTextAttention`).  x [L, H] (already normalised),
         cos/sin [L, hd] -> [L, H]."""
         p = f"layers.{i}.self_attn."
+        tap = self.tap_prefix + p                                             # taps: the reference's module names
         L = x.shape[0]
         # three projections of the same x (= three ops.linear calls; one pass over the weights on the cpp backend)
         q, k, v = ops.linear_many(x, [self.w(p + f"{m}_proj.weight") for m in "qkv"])  # [L, nh·hd], 2 x [L, nkv·hd]
+        taps.record(tap + "q_proj", q, add_batch=True)
+        taps.record(tap + "k_proj", k, add_batch=True)
+        taps.record(tap + "v_proj", v, add_batch=True)
         q = q.reshape(L, self.num_heads, self.head_dim)                       # [L, nh, hd]
         k = k.reshape(L, self.num_kv_heads, self.head_dim)                    # [L, nkv, hd]
         v = v.reshape(L, self.num_kv_heads, self.head_dim)                    # [L, nkv, hd]
@@ -242,36 +261,55 @@ class Decoder:
             # QK-norm (Qwen3): RMSNorm over each head's vector before RoPE keeps attention logits bounded
             q = ops.rms_norm(q, self.w(p + "q_norm.weight"), self.rms_norm_eps)
             k = ops.rms_norm(k, self.w(p + "k_norm.weight"), self.rms_norm_eps)
+            taps.record(tap + "q_norm", q, add_batch=True)
+            taps.record(tap + "k_norm", k, add_batch=True)
         q = ops.apply_rotary(q.transpose(1, 0, 2), cos, sin)                  # [L, nh, hd] -> [nh, L, hd]
         k = ops.apply_rotary(k.transpose(1, 0, 2), cos, sin)                  # [L, nkv, hd] -> [nkv, L, hd]
+        taps.record(tap + "q_rotary", q, add_batch=True)
+        taps.record(tap + "k_rotary", k, add_batch=True)
         v = v.transpose(1, 0, 2)                                              # [nkv, L, hd]
         if cache is not None:
             k, v = cache.append(i, k, v)                                      # [nkv, P+L, hd]
         # k, v may be views into the cache's [nkv, capacity, hd] buffers: the C++ kernel reads them in place
         o = ops.attention(np.ascontiguousarray(q), k, v, causal=True, sliding_window=self.sliding_window)
         o = o.transpose(1, 0, 2).reshape(L, self.num_heads * self.head_dim)  # [nh, L, hd] -> [L, nh·hd]
-        return ops.linear(o, self.w(p + "o_proj.weight"))                     # [L, H]
+        taps.record(tap + "attn_output", o, add_batch=True)
+        o = ops.linear(o, self.w(p + "o_proj.weight"))                         # [L, nh·hd] -> [L, H]
+        taps.record(tap + "o_proj", o, add_batch=True)
+        taps.record(tap[:-1], o, add_batch=True)                             # the self_attn module's output
+        return o
 
     def mlp(self, i: int, x: np.ndarray) -> np.ndarray:
         """The feed-forward half of layer i: dense SwiGLU, or MoE (+ shared expert). [L, H] -> [L, H]."""
         p = f"layers.{i}.mlp."
         if self.is_moe_layer(i):
             return moe(x, self.weights, p, self.num_experts, self.num_experts_per_tok, self.norm_topk_prob,
-                       stats=self.moe_stats, layer=i, shared_expert=self.shared_expert)
+                       stats=self.moe_stats, layer=i, shared_expert=self.shared_expert,
+                       tap=self.tap_prefix + p)
         return swiglu(x, self.weights, p)
 
     def layer(self, i: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray,
               cache: KVCache | None = None) -> np.ndarray:
         """Decoder layer i (`Qwen3OmniMoeThinkerTextDecoderLayer`).  x [L, H] -> [L, H]."""
         p, eps = f"layers.{i}.", self.rms_norm_eps
-        h = self.attention(i, ops.rms_norm(x, self.w(p + "input_layernorm.weight"), eps), cos, sin, cache)
+        tap = self.tap_prefix + p
+        h = ops.rms_norm(x, self.w(p + "input_layernorm.weight"), eps)
+        taps.record(tap + "input_layernorm", h, add_batch=True)
+        h = self.attention(i, h, cos, sin, cache)
         if self.layer_scale:            # LayerScale (CaiT): a learned per-channel residual gain
             h = self.w(p + "self_attn_layer_scale.scale") * h
+            taps.record(tap + "self_attn_layer_scale", h, add_batch=True)
         x = x + h
-        h = self.mlp(i, ops.rms_norm(x, self.w(p + "post_attention_layernorm.weight"), eps))
+        h = ops.rms_norm(x, self.w(p + "post_attention_layernorm.weight"), eps)
+        taps.record(tap + "post_attention_layernorm", h, add_batch=True)
+        h = self.mlp(i, h)
+        taps.record(tap + "mlp", h, add_batch=True)
         if self.layer_scale:
             h = self.w(p + "mlp_layer_scale.scale") * h
-        return x + h
+            taps.record(tap + "mlp_layer_scale", h, add_batch=True)
+        x = x + h
+        taps.record(tap[:-1], x, add_batch=True)          # the decoder layer's output
+        return x
 
     # --- the whole stack --------------------------------------------------------------------------------
     def forward(self, x: np.ndarray, cos: np.ndarray, sin: np.ndarray, cache: KVCache | None = None,
@@ -285,6 +323,7 @@ class Decoder:
         """
         if hidden_states is not None:
             hidden_states.append(x)
+        taps.record(self.tap_prefix + "rotary_emb", cos, add_batch=True)
         for i in range(self.num_layers):
             x = self.layer(i, x, cos, sin, cache)
             if hidden_states is not None and i < self.num_layers - 1:
@@ -292,6 +331,7 @@ class Decoder:
             if after_layer is not None:
                 x = after_layer(i, x)
         x = ops.rms_norm(x, self.w("norm.weight"), self.rms_norm_eps)
+        taps.record(self.tap_prefix + "norm", x, add_batch=True)
         if hidden_states is not None:
             hidden_states.append(x)
         return x

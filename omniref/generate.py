@@ -3,6 +3,7 @@
     omniref generate --checkpoint DIR [--audio A.wav ...] [--image I.png ...] [--video V.npy [--video-fps F]
                      [--video-audio V.wav]] --prompt "..." [--system "..."] [--max-new-tokens N]
                      [--temperature T --top-k K --top-p P --repetition-penalty R --seed S] [--wav OUT.wav]
+                     [--trace OUT.npz [--tap PATTERN]... [--all-calls] [--force]]
 
 The arrow: media -> features (mel / patches) -> chat prompt with expanded placeholders -> Thinker.generate
 (prefill + KV-cached decoding) -> ids -> text (when DIR holds a tokenizer) [-> talker -> code2wav -> WAV].
@@ -10,16 +11,21 @@ The arrow: media -> features (mel / patches) -> chat prompt with expanded placeh
 Without a tokenizer (the random-weight tiny checkpoint has none) the prompt text is turned into ids byte by
 byte inside the non-special id range, which is enough to exercise the computation; `--prompt-ids` gives
 exact ids instead. A video is a .npy file of uint8 frames [T, H, W, 3] (already sampled at --video-fps).
+
+`--trace OUT.npz` (or `omniref trace --checkpoint DIR ... -o OUT.npz`) also saves every tap of the run, with the
+prompt's ids and features as its inputs, for `omniref compare` against a trace of the reference
+(tools/record_reference.py DIR --inputs OUT.npz replays the same inputs; docs/porting.md).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "prompt_from_args"]
+__all__ = ["main", "main_trace", "prompt_from_args", "prompt_arrays"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--talker-max-new-tokens", type=int, default=4096,
                    help="most codec frames the talker may generate (with --wav; 4096 as the reference, "
                         "about 5.5 minutes of speech; random-weight checkpoints rarely emit the codec eos)")
+    p.add_argument("--trace", metavar="OUT.npz", help="also save every tap of the run (docs/taps.md)")
+    p.add_argument("--tap", action="append", help="with --trace: keep only names matching this glob (repeatable)")
+    p.add_argument("--all-calls", action="store_true", help="with --trace: also keep later calls as NAME@n")
+    p.add_argument("--force", action="store_true", help="overwrite the --trace file if it exists")
     return p
 
 
@@ -87,8 +97,25 @@ def prompt_from_args(args, cfg, tokenizer, nl_id: int):
                         system=encode(args.system) if args.system else None)
 
 
+def prompt_arrays(prompt) -> dict[str, np.ndarray]:
+    """A ThinkerPrompt under the golden-case names (FORMAT.md) a trace stores its inputs with."""
+    arrays = {"thinker.input_ids": np.asarray(prompt.input_ids, np.int64)[None],
+              "thinker.use_audio_in_video": np.array(int(prompt.use_audio_in_video), np.int64)}
+    for key, value in (("mel.input_features", prompt.input_features),
+                       ("mel.attention_mask", prompt.feature_attention_mask),
+                       ("image.pixel_values", prompt.pixel_values), ("image.grid_thw", prompt.image_grid_thw),
+                       ("video.pixel_values", prompt.video_pixel_values), ("video.grid_thw", prompt.video_grid_thw),
+                       ("video.second_per_grid", prompt.video_second_per_grid)):
+        if value is not None:
+            arrays[key] = np.asarray(value)
+    return arrays
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.trace and Path(args.trace).exists() and not args.force:
+        print(f"omniref generate: {args.trace}: already exists (use --force to overwrite)", file=sys.stderr)
+        return 2
     from omniref.config import load_config
     from omniref.thinker.model import Thinker
     from omniref.thinker.sampling import SamplingConfig
@@ -106,20 +133,57 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     accept = cfg.talker_config.accept_hidden_layer if args.wav else None
     print(f"prompt: {prompt.input_ids.shape[0]} tokens", file=sys.stderr)
-    res = Thinker(weights, cfg).generate(prompt, args.max_new_tokens, sampling, record_layer=accept)
-    print(" ".join(str(int(t)) for t in res.generated_ids))
-    if tokenizer is not None:
-        print(tokenizer.decode(res.generated_ids, skip_special=True))
+    trace = _trace_for(args, cfg, prompt)                                     # None without --trace
+    with trace if trace is not None else contextlib.nullcontext():
+        res = Thinker(weights, cfg).generate(prompt, args.max_new_tokens, sampling, record_layer=accept)
+        print(" ".join(str(int(t)) for t in res.generated_ids))
+        if tokenizer is not None:
+            print(tokenizer.decode(res.generated_ids, skip_special=True))
 
-    # ---- speech output: talker + code predictor + code2wav turn this thinker run into a 24 kHz waveform
-    if args.wav:
-        from omniref.pipeline import SAMPLE_RATE, speak
-        speech = speak(weights, cfg, prompt, res, speaker=args.speaker,
-                       max_new_tokens=args.talker_max_new_tokens)
-        from omniref.audio.wav import write_wav
-        write_wav(args.wav, speech.wav, SAMPLE_RATE)
-        print(f"wrote {args.wav}: {speech.wav.shape[0] / SAMPLE_RATE:.2f} s at {SAMPLE_RATE} Hz", file=sys.stderr)
+        # ---- speech output: talker + code predictor + code2wav turn this thinker run into a 24 kHz waveform
+        if args.wav:
+            from omniref.pipeline import SAMPLE_RATE, speak
+            speech = speak(weights, cfg, prompt, res, speaker=args.speaker,
+                           max_new_tokens=args.talker_max_new_tokens)
+            from omniref.audio.wav import write_wav
+            write_wav(args.wav, speech.wav, SAMPLE_RATE)
+            print(f"wrote {args.wav}: {speech.wav.shape[0] / SAMPLE_RATE:.2f} s at {SAMPLE_RATE} Hz",
+                  file=sys.stderr)
+    if trace is not None:
+        trace.save(args.trace, force=args.force)
+        print(f"wrote {len(trace)} arrays ({len(trace.inputs)} inputs) to {args.trace}", file=sys.stderr)
     return 0
+
+
+def _trace_for(args, cfg, prompt):
+    """With --trace: an omniref.trace.Trace holding the prompt as its inputs and the settings a replay
+    of the reference needs (greedy decoding only: a sampled run cannot be replayed token for token)."""
+    if not args.trace:
+        return None
+    from omniref.trace import Trace
+    generation = {"thinker": {"max_new_tokens": args.max_new_tokens, "eos_token_id": cfg.im_end_token_id,
+                              "do_sample": args.temperature > 0},
+                  "talker": {"max_new_tokens": args.talker_max_new_tokens, "speaker": args.speaker,
+                             "repetition_penalty": 1.05},
+                  "return_audio": bool(args.wav)}
+    trace = Trace(args.tap, calls="all" if args.all_calls else "first", meta={"generation": generation})
+    for key, value in prompt_arrays(prompt).items():
+        trace.add(key, value, is_input=True)
+    return trace
+
+
+def main_trace(argv: list[str] | None = None) -> int:
+    """`omniref trace`: a golden case's stages (omniref.trace), or with --checkpoint a generate run whose
+    `-o/--out` is the trace file."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not any(a == "--checkpoint" or a.startswith("--checkpoint=") for a in argv):
+        from omniref.trace import main_trace as trace_case
+        return trace_case(argv)
+    argv = ["--trace" if a in ("-o", "--out") else a for a in argv]
+    if "--trace" not in argv:
+        print("omniref trace: -o/--out OUT.npz is required", file=sys.stderr)
+        return 2
+    return main(argv)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "omniref"
 
 LAYERS = ("data", "spec", "kernels", "model", "harness", "apps")
 LAYER_OF = {
-    "data": ("config", "weights", "checkpoint", "errors"),
+    "data": ("config", "weights", "checkpoint", "errors", "taps"),
     "spec": ("nn",),
     "kernels": ("_native", "backend", "_C"),
     "model": ("decoder", "audio", "vision", "thinker", "talker", "codec"),
-    "harness": ("golden", "stages", "verify", "trace", "tiny"),
+    "harness": ("golden", "stages", "verify", "trace", "compare", "tiny"),
     "apps": ("pipeline", "generate", "demo", "bench", "summary", "cli", "__main__", ""),   # "" = omniref/__init__
 }
 # model modules, lowest first: each may import only those before it (a package's __init__ after its members)

@@ -1,12 +1,10 @@
-"""The verification harness itself: tolerances, PASS/FAIL/MISSING, exit codes, trace/compare."""
+"""The verification harness itself: tolerances, PASS/FAIL/MISSING, exit codes (traces: test_trace.py)."""
 from __future__ import annotations
-
 
 import numpy as np
 import pytest
 
 from omniref import verify
-from omniref.trace import Trace, compare_traces, main_compare, record
 from conftest import all_golden_cases
 
 
@@ -74,25 +72,3 @@ def test_stage_error_is_a_failure(tmp_path, monkeypatch):
     rows = verify.run_case(d)
     assert rows[0].status == "ERROR" and "ZeroDivisionError" in rows[0].note
     assert verify.main([str(d), "--allow-missing"]) == 1
-
-
-def test_trace_record_and_compare(tmp_path, capsys):
-    with Trace() as tr:
-        record("model.hidden_states.0", np.ones(3, np.float32))
-        record("model.hidden_states.10", np.ones(3, np.float32))
-        record("model.hidden_states.2", np.ones(3, np.float32))
-    record("ignored", np.zeros(1))   # no trace active: nothing happens
-    assert sorted(tr) == ["model.hidden_states.0", "model.hidden_states.10", "model.hidden_states.2"]
-    ref = {k: v.copy() for k, v in tr.items()}
-    ref["model.hidden_states.2"] = ref["model.hidden_states.2"] + 1.0
-    ref["model.logits"] = np.zeros(2)
-    lines, bad = compare_traces(dict(tr), ref, first=True)
-    # natural order: 0, 2 (DIFF, first divergence), then stop before 10
-    assert lines[0].startswith("OK") and lines[1].startswith("DIFF") and "first divergence" in lines[2]
-    assert bad == 1
-    tr.save(tmp_path / "a.npz")
-    np.savez(tmp_path / "b.npz", **ref)
-    assert main_compare([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]) == 1
-    out = capsys.readouterr().out
-    assert "MISSING" in out and "model.logits" in out
-    assert main_compare([str(tmp_path / "a.npz"), str(tmp_path / "a.npz")]) == 0

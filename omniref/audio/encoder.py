@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from omniref import backend
+from omniref import backend, taps
 from omniref.backend import ops
 
+TAP = "thinker.audio_tower."  # taps (omniref.taps) are named after the reference's modules under this path
 LAYER_NORM_EPS = 1e-5          # fixed in the reference (nn.LayerNorm default), not in config.json
 REFERENCE_CHUNK_FRAMES = 100   # the reference's length rule hard-codes 100-frame chunks (n_window = 50)
 
@@ -130,10 +131,13 @@ def conv_stem(w, cfg, chunks):
     for start in range(0, len(chunks), step):
         x = chunks[start:start + step, :, :, None]                                  # [c, M, Tc, 1]: 1-channel image
         for name in ("conv2d1", "conv2d2", "conv2d3"):
-            x = act(ops.conv2d_stride2(x, w[f"{name}.weight"], w[f"{name}.bias"]))      # [c, Hf', Wt', ds]
+            x = ops.conv2d_stride2(x, w[f"{name}.weight"], w[f"{name}.bias"])           # [c, Hf', Wt', ds]
+            taps.record(TAP + name, x, axes=(0, 3, 1, 2))                           # the reference's NCHW
+            x = act(x)
         c, hf, t, ds = x.shape
         x = x.transpose(0, 2, 3, 1).reshape(c, t, ds * hf)                          # [c, t, ds*Hf]: index ch*Hf + f
         out.append(ops.linear(x, w["conv_out.weight"]))                              # [c, t, d] (no bias)
+        taps.record(TAP + "conv_out", out[-1])
     x = np.concatenate(out, axis=0)                                                  # [C, t, d]
     if x.shape[1] > cfg.max_source_positions:
         raise ValueError(f"a chunk yields {x.shape[1]} tokens, more than max_source_positions "
@@ -141,7 +145,7 @@ def conv_stem(w, cfg, chunks):
     return x + sinusoids(x.shape[1], x.shape[2])[None]                              # [C, t, d]
 
 
-def encoder_layer(w, x, n_heads, segments, act):
+def encoder_layer(w, x, n_heads, segments, act, tap=""):
     """One pre-norm transformer layer with block-diagonal self-attention (`Qwen3OmniMoeAudioEncoderLayer`).
     [N, d] -> [N, d]
 
@@ -150,6 +154,7 @@ def encoder_layer(w, x, n_heads, segments, act):
     n, d = x.shape
     hd = d // n_heads
     h = ops.layer_norm(x, w["self_attn_layer_norm.weight"], w["self_attn_layer_norm.bias"], LAYER_NORM_EPS)
+    taps.record(tap + "self_attn_layer_norm", h)
 
     def heads(name):                                                                 # [N, d] -> [nh, N, hd]
         y = ops.linear(h, w[f"self_attn.{name}.weight"], w[f"self_attn.{name}.bias"])
@@ -158,10 +163,18 @@ def encoder_layer(w, x, n_heads, segments, act):
     attn = ops.attention(heads("q_proj"), heads("k_proj"), heads("v_proj"), segments=segments,
                         scale=hd ** -0.5)                                            # [nh, N, hd]
     attn = attn.transpose(1, 0, 2).reshape(n, d)                                     # [N, d]
-    x = x + ops.linear(attn, w["self_attn.out_proj.weight"], w["self_attn.out_proj.bias"])
+    attn = ops.linear(attn, w["self_attn.out_proj.weight"], w["self_attn.out_proj.bias"])   # [N, d]
+    taps.record(tap + "self_attn", attn)
+    x = x + attn
     h = ops.layer_norm(x, w["final_layer_norm.weight"], w["final_layer_norm.bias"], LAYER_NORM_EPS)
-    h = act(ops.linear(h, w["fc1.weight"], w["fc1.bias"]))                            # [N, ffn]
-    return x + ops.linear(h, w["fc2.weight"], w["fc2.bias"])                          # [N, d]
+    taps.record(tap + "final_layer_norm", h)
+    h = ops.linear(h, w["fc1.weight"], w["fc1.bias"])                                 # [N, d] -> [N, ffn]
+    taps.record(tap + "fc1", h)
+    h = ops.linear(act(h), w["fc2.weight"], w["fc2.bias"])                            # [N, ffn] -> [N, d]
+    taps.record(tap + "fc2", h)
+    x = x + h
+    taps.record(tap[:-1], x)                                                         # the layer's output
+    return x
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -196,6 +209,7 @@ def audio_encoder(w, cfg, input_features, feature_lens):
     rows = conv_stem(w, cfg, padded)                                                 # [C, t, d]
     kept = conv_length(lengths)                                                      # [C]
     x = np.concatenate([rows[c, :k] for c, k in enumerate(kept)], axis=0)            # [N, d]
+    taps.record(TAP + "inputs_embeds", x)
 
     # 5. attention windows: (longest chunk's kept rows) x (n_window_infer // chunk) tokens, per clip
     window = int(kept.max()) * max(1, cfg.n_window_infer // chunk)
@@ -206,13 +220,18 @@ def audio_encoder(w, cfg, input_features, feature_lens):
     # 6. transformer layers
     hidden_states = [x]
     for i in range(cfg.encoder_layers):
-        x = encoder_layer(w.scope(f"layers.{i}."), x, cfg.encoder_attention_heads, segments, act)
+        x = encoder_layer(w.scope(f"layers.{i}."), x, cfg.encoder_attention_heads, segments, act,
+                          tap=f"{TAP}layers.{i}.")
         hidden_states.append(x)
 
     # 7. ln_post, proj1, act, proj2
     h = ops.layer_norm(x, w["ln_post.weight"], w["ln_post.bias"], LAYER_NORM_EPS)
-    h = act(ops.linear(h, w["proj1.weight"], w["proj1.bias"]))                        # [N, d]
-    return ops.linear(h, w["proj2.weight"], w["proj2.bias"]), hidden_states           # [N, O]
+    taps.record(TAP + "ln_post", h)
+    h = ops.linear(h, w["proj1.weight"], w["proj1.bias"])                             # [N, d]
+    taps.record(TAP + "proj1", h)
+    out = ops.linear(act(h), w["proj2.weight"], w["proj2.bias"])                      # [N, d] -> [N, O]
+    taps.record(TAP + "proj2", out)
+    return out, hidden_states
 
 
 def encode_audio(weights, audio_config, input_features, feature_attention_mask):

@@ -1,6 +1,6 @@
 """`python -m omniref bench`: the C++ hot path against the NumPy path, side by side in one run.
 
-    python -m omniref bench [--quick] [--json PATH] [--only kernels,attention,bf16,thinker,code2wav,audio,vision,talker]
+    python -m omniref bench [--quick] [--json PATH] [--only PART,...]     parts: see PARTS below
     python -m omniref bench --profile [--quick]          per-op profile of one thinker decode step (profile.py)
     python -m omniref bench --vs-llamacpp [--llamacpp-python PATH]   + llama.cpp's thinker figures (llamacpp.py)
 
@@ -15,6 +15,8 @@ Figures (best of a few runs each: the machine is shared, the fastest run is the 
   audio      audio encoder at audio_encoder_bench.json on 30 s of log-mel, both backends
   vision     vision encoder at vision_encoder_bench.json on a 1280x720 image, both backends (media.py)
   talker     talker + code predictor frames/s and time to the first audio chunk, both backends (media.py)
+  taps       what the trace taps cost with no trace active: tiny-model thinker decode steps without a trace and
+             with a trace that keeps nothing, interleaved; the taps per step and one inactive record() call
 Workloads come from bench_inputs.json (shared with the Hugging Face reference scripts, so figures compare);
 configs are read from ../shared/bench beside the repo when present, else from omniref/data/bench.
 Targets (issue 7) are printed beside each ratio.
@@ -31,13 +33,14 @@ from .llamacpp import bench_vs_llamacpp, llamacpp_python
 from .media import bench_talker, bench_vision
 from .models import bench_audio, bench_code2wav, bench_thinker
 from .profile import bench_profile, print_profile
+from .taps import bench_taps
 from .timing import bench_dir
 
-PARTS = ("kernels", "attention", "bf16", "thinker", "code2wav", "audio", "vision", "talker")
+PARTS = ("kernels", "attention", "bf16", "thinker", "code2wav", "audio", "vision", "talker", "taps")
 
 BENCHES = {"kernels": bench_kernels, "attention": bench_attention, "bf16": bench_bf16,
            "thinker": bench_thinker, "code2wav": bench_code2wav, "audio": bench_audio,
-           "vision": bench_vision, "talker": bench_talker}
+           "vision": bench_vision, "talker": bench_talker, "taps": bench_taps}
 
 
 def _print(name: str, r: dict) -> None:

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .. import taps
 from ..backend import ops
 from ..config import Code2WavConfig
 from ..decoder import Decoder, rope_cos_sin
@@ -50,7 +51,7 @@ RESIDUAL_DILATIONS = (1, 3, 9)  # the three residual units of every decoder bloc
 # ----------------------------------------------------------------------------------------------------------
 # 1. Codes -> frame embeddings
 # ----------------------------------------------------------------------------------------------------------
-def embed_codes(codes: np.ndarray, table: np.ndarray, codebook_size: int) -> np.ndarray:
+def embed_codes(codes: np.ndarray, table: np.ndarray, codebook_size: int, tap: str = "") -> np.ndarray:
     """Average of the Q codebook vectors of each frame.  codes [Q, T] int, table [Q·V, Hc] -> [T, Hc]
 
     All Q codebooks share one embedding table; quantizer q owns rows q·V .. q·V + V-1 (V = codebook_size),
@@ -59,7 +60,9 @@ def embed_codes(codes: np.ndarray, table: np.ndarray, codebook_size: int) -> np.
     """
     Q = codes.shape[0]
     offsets = np.arange(Q)[:, None] * codebook_size                 # [Q, 1]
-    return table[codes + offsets].mean(axis=0, dtype=table.dtype)   # [Q, T, Hc] -> [T, Hc]
+    vectors = table[codes + offsets]                                # [Q, T, Hc]
+    taps.record(tap, vectors, add_batch=True)                       # `code2wav.code_embedding`
+    return vectors.mean(axis=0, dtype=table.dtype)                  # [Q, T, Hc] -> [T, Hc]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -110,12 +113,14 @@ def residual_unit(x: np.ndarray, w: Mapping, p: str, dilation: int) -> np.ndarra
     return ops.causal_conv(h, w[p + "conv2.conv.weight"], w[p + "conv2.conv.bias"], 1, residual=x)  # + x
 
 
-def decoder_block(x: np.ndarray, w: Mapping, p: str, rate: int) -> np.ndarray:
+def decoder_block(x: np.ndarray, w: Mapping, p: str, rate: int, tap=None) -> np.ndarray:
     """SnakeBeta -> transposed conv ×rate (kernel 2·rate, channels halve) -> residual units d = 1, 3, 9
     (`Qwen3OmniMoeCode2WavDecoderBlock`).
-    x [n, C] -> [(n-1)·rate, C/2]"""
+    x [n, C] -> [(n-1)·rate, C/2]. tap(name, y): shows the transposed conv's output to a trace."""
     x = ops.snake_beta(x, w[p + "block.0.alpha"], w[p + "block.0.beta"])
     x = ops.causal_trans_conv(x, w[p + "block.1.conv.weight"], w[p + "block.1.conv.bias"], rate)
+    if tap is not None:
+        tap(p + "block.1", x)
     for u, d in enumerate(RESIDUAL_DILATIONS):
         x = residual_unit(x, w, f"{p}block.{u + 2}.", d)
     return x
@@ -149,6 +154,7 @@ class Code2Wav:
         cfg = getattr(cfg, "code2wav_config", cfg)                                  # a whole OmniConfig is fine too
         self.cfg = Code2WavConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
         self.w = weights if hasattr(weights, "scope") else WeightView(weights, "")
+        self.tap = self.w.prefix                                                    # "code2wav.": the taps' names
         if "pre_transformer.layers.0.self_attn.q_proj.bias" in self.w:
             raise ValueError("code2wav: the checkpoint has attention biases (attention_bias = true); "
                              "omniref.decoder implements the published model, which has none")
@@ -190,24 +196,35 @@ class Code2Wav:
 
     def forward_one(self, codes: np.ndarray) -> np.ndarray:
         """The whole chain for one validated code grid.  codes [Q, T] -> wav [S]"""
-        x = embed_codes(codes, self.w["code_embedding.weight"], self.cfg.codebook_size)  # [T, Hc]
+        x = embed_codes(codes, self.w["code_embedding.weight"], self.cfg.codebook_size,
+                        tap=self.tap + "code_embedding")                            # [T, Hc]
         x = pre_transformer(x, self.w, self.cfg)                                    # [T, Hc]
+        taps.record(self.tap + "pre_transformer", x, add_batch=True)
         return self.vocode(x)                                                       # [S]
 
     def vocode(self, x: np.ndarray) -> np.ndarray:
         """The convolutional part: upsampling stages, decoder, clamp.  x [T, Hc] (time-major) -> [S]"""
         w, cfg = self.w, self.cfg
+        tap = lambda name, y: taps.record(self.tap + name, y, axes=(1, 0), add_batch=True)  # [N, C] -> [1, C, N]
         for i, r in enumerate(cfg.upsampling_ratios):                               # 12.5 Hz -> 50 Hz
             p = f"upsample.{i}."
             x = ops.causal_trans_conv(x, w[p + "0.conv.weight"], w[p + "0.conv.bias"], r)  # [N·r, Hc]
+            tap(p + "0", x)
             x = convnext_block(x, w, p + "1.")
+            tap(p + "1", x)
         x = ops.causal_conv(x, w["decoder.0.conv.weight"], w["decoder.0.conv.bias"])    # [N, Dd]
+        tap("decoder.0", x)
         for i, r in enumerate(cfg.upsample_rates):                                  # 50 Hz -> 24 kHz
-            x = decoder_block(x, w, f"decoder.{i + 1}.", r)                         # [(N-1)·r, C/2]
+            x = decoder_block(x, w, f"decoder.{i + 1}.", r, tap)                    # [(N-1)·r, C/2]
+            tap(f"decoder.{i + 1}", x)
         j = len(cfg.upsample_rates) + 1
         x = ops.snake_beta(x, w[f"decoder.{j}.alpha"], w[f"decoder.{j}.beta"])
+        tap(f"decoder.{j}", x)
         x = ops.causal_conv(x, w[f"decoder.{j + 1}.conv.weight"], w[f"decoder.{j + 1}.conv.bias"])  # [S, 1]
-        return np.clip(x[:, 0], -1.0, 1.0)                                          # [S]
+        tap(f"decoder.{j + 1}", x)
+        x = np.clip(x, -1.0, 1.0)                                                   # [S, 1]
+        taps.record(self.tap.rstrip("."), x, axes=(1, 0), add_batch=True)          # the module's output [1, 1, S]
+        return x[:, 0]                                                              # [S]
 
     def __call__(self, codes) -> np.ndarray:
         """codes [Q, T] -> [S];  [B, Q, T] -> [B, 1, S] (the reference's output layout)."""

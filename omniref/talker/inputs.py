@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import taps
 from ..backend import ops
 from ..weights import take_rows
 
@@ -70,6 +71,7 @@ def tts_special_embeds(weights, cfg) -> np.ndarray:
             raise ValueError(f"tts token id {i} outside the thinker vocabulary [0, {V})")
     # read only the 3 rows: a real 152064-row table would be ~1.2 GB once widened to float32
     rows = take_rows(weights.raw(key), ids)                                    # [3, Th]
+    taps.record("thinker.model.embed_tokens", rows, add_batch=True)          # the reference embeds them too
     return resize_mlp(weights.scope("talker.text_projection."), rows)         # [3, Dt]
 
 
@@ -179,5 +181,8 @@ def build_talker_inputs(weights, cfg, input_ids, generated_ids, thinker_embed, t
     positions = talker_position_ids(cfg, talker_ids, image_grid_thw=image_grid_thw,
                                     video_grid_thw=video_grid_thw, video_second_per_grid=video_second_per_grid,
                                     audio_feature_lengths=audio_feature_lengths)
-    return TalkerInputs(input_ids=talker_ids, inputs_embeds=np.concatenate([user_rows, prefix]),
+    inputs_embeds = np.concatenate([user_rows, prefix])                      # [Lt, Dt]
+    taps.record("talker.inputs_embeds", inputs_embeds, add_batch=True)
+    taps.record("talker.trailing_text_hidden", trailing, add_batch=True)
+    return TalkerInputs(input_ids=talker_ids, inputs_embeds=inputs_embeds,
                         trailing_text_hidden=trailing, tts_special_embeds=special, position_ids=positions)

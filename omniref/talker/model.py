@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import taps
 from ..backend import ops
 from ..decoder import Decoder, KVCache, rope_cos_sin
 from ..thinker.sampling import SamplingConfig, next_token, progress_bar
@@ -100,6 +101,7 @@ class Talker:
     def forward(self, x: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
         """x [L, Dt] at positions [3, L] (after the `len(cache)` cached rows) -> final-norm hidden [L, Dt]."""
         tt = self.tc.text_config
+        taps.record("talker.model.position_ids", positions[:, None, :])              # [3, 1, L]
         cos, sin = rope_cos_sin(positions, tt.head_dim, tt.rope_theta, tt.mrope_section)  # [L, hd] each
         return self.decoder.forward(np.asarray(x, np.float32), cos, sin, cache)
 
@@ -180,6 +182,7 @@ class Talker:
         codes = np.zeros((G, T), np.int64)
         for t, f in enumerate(frames):
             codes[0, t], codes[1:, t] = tokens[t], f.tokens
+        taps.record("talker.codes", codes, add_batch=True)                  # what Code2Wav receives [1, G, T]
         return TalkerOutput(
             sequences=np.asarray(tokens, np.int64), codes=codes, prefill_hidden=prefill_hidden,
             step_logits=np.stack(steps["logits"]), step_hidden=np.stack(steps["hidden"]),        # [n_steps, *]

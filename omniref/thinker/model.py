@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from omniref import taps
 from omniref.backend import ops
 from omniref.decoder import Decoder, KVCache, rope_cos_sin
 from omniref.thinker.positions import decode_positions, rope_ids_from_config, rope_index
@@ -102,7 +103,9 @@ class Thinker:
         if ids.size and (ids.min() < 0 or ids.max() >= self.text.vocab_size):
             raise ValueError(f"token ids must lie in [0, {self.text.vocab_size}), got range "
                              f"[{ids.min()}, {ids.max()}]")
-        return take_rows(self.weights.raw("thinker.model.embed_tokens.weight"), ids)   # only these rows widen
+        x = take_rows(self.weights.raw("thinker.model.embed_tokens.weight"), ids)      # only these rows widen
+        taps.record("thinker.model.embed_tokens", x, add_batch=True)
+        return x                                                                  # [L, H]
 
     def fuse(self, input_ids, media: Media) -> tuple[np.ndarray, np.ndarray, list]:
         """Embeddings with the encoder rows written into the placeholders.
@@ -152,6 +155,8 @@ class Thinker:
 
         With a cache, the L rows follow the cached tokens (their positions must say so).
         """
+        taps.record("thinker.model.inputs_embeds", x, add_batch=True)       # what the text model reads
+        taps.record("thinker.model.position_ids", positions[:, None, :])    # [3, 1, L]
         cos, sin = rope_cos_sin(positions, self.text.head_dim, self.text.rope_theta, self.text.mrope_section)
 
         def add_deepstack(i, h):                    # after layer i: + DeepStack feature i at the visual rows
@@ -159,6 +164,7 @@ class Thinker:
                 return h
             h = h.copy()                            # the recorded hidden state stays the pre-addition one
             h[visual_mask] += deepstack[i]
+            taps.record(f"thinker.model.deepstack.{i}", h, add_batch=True)
             return h
 
         return self.decoder.forward(x, cos, sin, cache=cache, hidden_states=hidden_states,

@@ -26,12 +26,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import taps
 from ..backend import ops
 
 __all__ = ["VisionOutput", "encode_vision", "vision_forward", "patch_positions", "position_embeddings",
            "rotary_cos_sin", "segment_ids", "linspace_f32"]
 
 F32 = np.float32
+TAP = "thinker.visual."       # taps (omniref.taps) are named after the reference's modules under this path
 LN_EPS = 1e-6                 # every LayerNorm of the vision tower (blocks and mergers)
 
 
@@ -137,22 +139,29 @@ def _activation(name: str):
 
 
 def vision_block(x: np.ndarray, w, num_heads: int, cos: np.ndarray, sin: np.ndarray, segments: np.ndarray,
-                 act) -> np.ndarray:
+                 act, tap: str = "") -> np.ndarray:
     """One pre-norm ViT block (`Qwen3OmniMoeVisionBlock`). x [P, hv] -> [P, hv]; `w` holds the block's weights (`attn.qkv.weight`, ...)."""
     P, hv = x.shape
     hd = hv // num_heads
     hn = ops.layer_norm(x, w["norm1.weight"], w["norm1.bias"], LN_EPS)
+    taps.record(tap + "norm1", hn)
     qkv = ops.linear(hn, w["attn.qkv.weight"], w["attn.qkv.bias"])              # [P, 3hv] = [q | k | v]
     qkv = qkv.reshape(P, 3, num_heads, hd).transpose(1, 2, 0, 3)                # [3, nh, P, hd]
     q = ops.apply_rotary(qkv[0], cos, sin)                                       # [nh, P, hd]
     k = ops.apply_rotary(qkv[1], cos, sin)                                       # [nh, P, hd]
     attn = ops.attention_by_blocks(q, k, np.ascontiguousarray(qkv[2]), segments)  # [nh, P, hd]
     attn = attn.transpose(1, 0, 2).reshape(P, hv)                               # heads back side by side
-    x = x + ops.linear(attn, w["attn.proj.weight"], w["attn.proj.bias"])
+    attn = ops.linear(attn, w["attn.proj.weight"], w["attn.proj.bias"])          # [P, hv]
+    taps.record(tap + "attn", attn)
+    x = x + attn
     hn = ops.layer_norm(x, w["norm2.weight"], w["norm2.bias"], LN_EPS)
+    taps.record(tap + "norm2", hn)
     mlp = ops.linear(act(ops.linear(hn, w["mlp.linear_fc1.weight"], w["mlp.linear_fc1.bias"])),
                     w["mlp.linear_fc2.weight"], w["mlp.linear_fc2.bias"])      # [P, I] -> [P, hv]
-    return x + mlp
+    taps.record(tap + "mlp", mlp)
+    x = x + mlp
+    taps.record(tap[:-1], x)                                                    # the block's output
+    return x
 
 
 def patch_merger(x: np.ndarray, w, merge_size: int, postshuffle_norm: bool) -> np.ndarray:
@@ -210,27 +219,34 @@ def vision_forward(weights, vision_config, pixel_values: np.ndarray, grid_thw: n
     # Patch embedding: the Conv3d kernel [hv, C, tp, p, p] flattened in the patch row's own order
     proj = w["patch_embed.proj.weight"].reshape(hv, -1)                          # [hv, D]
     x = ops.linear(pixel_values, proj, w["patch_embed.proj.bias"])                # [P, hv]
-    x = x + position_embeddings(w["pos_embed.weight"], grid_thw, m)             # [P, hv]
+    taps.record(TAP + "patch_embed", x)
+    pos = position_embeddings(w["pos_embed.weight"], grid_thw, m)               # [P, hv]
+    taps.record(TAP + "pos_embeds", pos)
+    x = x + pos                                                                  # [P, hv]
 
     cos, sin = rotary_cos_sin(patch_positions(grid_thw, m), hv // vc.num_heads, vc.rope_theta)  # [P, hd]
+    taps.record(TAP + "rotary_pos_emb", cos)
     segments = segment_ids(grid_thw)                                             # [P]
     act = _activation(vc.hidden_act)
-    taps = list(vc.deepstack_visual_indexes)
+    deepstack_at = list(vc.deepstack_visual_indexes)
     hidden = [x] if record_hidden else []
-    missing = [t for t in taps if not 0 <= t < vc.depth]
+    missing = [t for t in deepstack_at if not 0 <= t < vc.depth]
     if missing:
         raise ValueError(f"deepstack_visual_indexes {missing} lie outside the {vc.depth} vision blocks")
     # DeepStack features come out in BLOCK order; the merger applied after block i is merger_list.{k} with k
     # its position in deepstack_visual_indexes (as the reference does: for a sorted list, feature k = merger k)
     deepstack: list[np.ndarray] = []
     for i in range(vc.depth):
-        x = vision_block(x, w.scope(f"blocks.{i}."), vc.num_heads, cos, sin, segments, act)
+        x = vision_block(x, w.scope(f"blocks.{i}."), vc.num_heads, cos, sin, segments, act,
+                         tap=f"{TAP}blocks.{i}.")
         if record_hidden:
             hidden.append(x)
-        if i in taps:                                        # DeepStack tap after block i
-            k = taps.index(i)
+        if i in deepstack_at:                                # DeepStack tap after block i
+            k = deepstack_at.index(i)
             deepstack.append(patch_merger(x, w.scope(f"merger_list.{k}."), m, postshuffle_norm=True))
+            taps.record(f"{TAP}merger_list.{k}", deepstack[-1])
     merged = patch_merger(x, w.scope("merger."), m, postshuffle_norm=False)    # [P/m², O]
+    taps.record(TAP + "merger", merged)
     return VisionOutput(merged, deepstack, hidden)
 
 

@@ -14,8 +14,8 @@ else `nn.NAME` itself. Selecting the backend:
     OMNIREF_VALIDATE=1 / with backend.validate(): every native call also runs the NumPy definition and records
                                    the max abs / relative difference in `backend.validation_log`
 
-Ops with a kernel (csrc/; argument checks in omniref/_native.py): "linear", "linear_many", "attention", "moe_experts",
-"gelu", "rms_norm", "apply_rotary", "snake_beta", "causal_conv", "causal_trans_conv", "conv2d_stride2".
+Ops with a kernel (csrc/; argument checks in omniref/_native.py): "linear", "linear_many", "attention",
+"moe_experts", "gelu", "rms_norm", "apply_rotary", "snake_beta", "causal_conv", "causal_trans_conv", "conv2d_stride2".
 Everything that decides *whether* a kernel pays (thresholds, fused variants) lives here, not in the models:
 the models state the maths once and the answer does not depend on the choice (same bits as before this layering).
 """

@@ -46,4 +46,10 @@ void linear_f32(const float* x, const float* W, const float* b, float* y, int64_
 void linear_bf16(const float* x, const uint16_t* W, const float* b, float* y, int64_t M, int64_t N, int64_t K) {
   OMNI_DISPATCH(linear(x, W, b, y, M, N, K));
 }
+void gemv_many_f32(const float* x, const float* const* W, float* const* y, const int64_t* N, int n, int64_t K) {
+  OMNI_DISPATCH(gemv_many(x, W, y, N, n, K));
+}
+void gemv_many_bf16(const float* x, const uint16_t* const* W, float* const* y, const int64_t* N, int n, int64_t K) {
+  OMNI_DISPATCH(gemv_many(x, W, y, N, n, K));
+}
 }  // namespace omni

@@ -181,6 +181,23 @@ def linear(x, weight, bias=None, *, naive: bool = False) -> np.ndarray:
     return y.reshape(*lead, N)
 
 
+def linear_many(x, weights) -> list:
+    """[x @ w.T for w in weights] (no bias); same results as one `linear` call per weight.
+
+    One token x [1, K] with weights all float32 or all BF16Weight ([N_i, K] each) runs in one parallel region
+    (C.linear_many: one fork/join for the q, k, v projections of a decode step instead of three); anything else
+    (several tokens: compute-bound GEMMs, or mixed weight types) is one `linear` call per weight.
+    """
+    C = _require()
+    ws = [w.bits if isinstance(w, BF16Weight) else w for w in weights]
+    one = type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2 and x.shape[0] == 1 and x.flags.c_contiguous
+    same = all(type(w) is np.ndarray and w.dtype == ws[0].dtype and w.dtype in (np.float32, np.uint16)
+               and w.ndim == 2 and w.flags.c_contiguous for w in ws)
+    if not (one and same and 1 <= len(ws) <= 16):
+        return [linear(x, w) for w in weights]
+    return C.linear_many(x, ws)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # attention
 # ---------------------------------------------------------------------------------------------------------

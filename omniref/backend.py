@@ -14,8 +14,8 @@ else `nn.NAME` itself. Selecting the backend:
     OMNIREF_VALIDATE=1 / with backend.validate(): every native call also runs the NumPy definition and records
                                    the max abs / relative difference in `backend.validation_log`
 
-Ops with a kernel (csrc/; argument checks in omniref/_native.py): "linear", "attention", "moe_experts",
-"gelu", "rms_norm", "apply_rotary", "snake_beta", "causal_conv", "causal_trans_conv", "conv2d_stride2".
+Ops with a kernel (csrc/; argument checks in omniref/_native.py): "linear", "linear_many", "attention",
+"moe_experts", "gelu", "rms_norm", "apply_rotary", "snake_beta", "causal_conv", "causal_trans_conv", "conv2d_stride2".
 Everything that decides *whether* a kernel pays (thresholds, fused variants) lives here, not in the models:
 the models state the maths once and the answer does not depend on the choice (same bits as before this layering).
 """
@@ -169,6 +169,16 @@ def _linear(x, weight, bias=None):
     return out
 
 
+def _linear_many(x, weights):
+    if not (_is_f32(x) and all(_is_f32(w) for w in weights)):
+        return nn.linear_many(x, weights)
+    out = _native.linear_many(x, weights)
+    if validating():
+        for y, w in zip(out, weights):
+            _check("linear", y, (x, w))
+    return out
+
+
 def _attention(q, k, v, *, causal=False, sliding_window=None, segments=None, mask=None, scale=None):
     kw = dict(causal=causal, sliding_window=sliding_window, segments=segments, mask=mask, scale=scale)
     if not (_is_f32(q) and _is_f32(k) and _is_f32(v)):
@@ -309,9 +319,10 @@ def attention_by_blocks(q: np.ndarray, k: np.ndarray, v: np.ndarray, segments: n
 # op name -> (specification, validated C++ wrapper or None). Every public function of nn is an op.
 OPS: dict[str, tuple] = {name: (getattr(nn, name), None) for name in nn.__all__}
 OPS.update({name: (getattr(nn, name), fn) for name, fn in (
-    ("linear", _linear), ("attention", _attention), ("moe_experts", _moe_experts), ("gelu", _gelu),
-    ("snake_beta", _snake_beta), ("causal_conv", _causal_conv), ("causal_trans_conv", _causal_trans_conv),
-    ("conv2d_stride2", _conv2d_stride2), ("rms_norm", _rms_norm), ("apply_rotary", _apply_rotary))})
+    ("linear", _linear), ("linear_many", _linear_many), ("attention", _attention), ("moe_experts", _moe_experts),
+    ("gelu", _gelu), ("snake_beta", _snake_beta), ("causal_conv", _causal_conv),
+    ("causal_trans_conv", _causal_trans_conv), ("conv2d_stride2", _conv2d_stride2), ("rms_norm", _rms_norm),
+    ("apply_rotary", _apply_rotary))})
 OPS["attention_by_blocks"] = (attention_by_blocks, None)   # a schedule of `attention` calls, on either backend
 
 

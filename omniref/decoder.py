@@ -249,9 +249,8 @@ class Decoder:
         p = f"layers.{i}.self_attn."
         tap = self.tap_prefix + p                                             # taps: the reference's module names
         L = x.shape[0]
-        q = ops.linear(x, self.w(p + "q_proj.weight"))                         # [L, H] -> [L, nh·hd]
-        k = ops.linear(x, self.w(p + "k_proj.weight"))                         # [L, H] -> [L, nkv·hd]
-        v = ops.linear(x, self.w(p + "v_proj.weight"))                         # [L, H] -> [L, nkv·hd]
+        # three projections of the same x (= three ops.linear calls; one pass over the weights on the cpp backend)
+        q, k, v = ops.linear_many(x, [self.w(p + f"{m}_proj.weight") for m in "qkv"])  # [L, nh·hd], 2 x [L, nkv·hd]
         taps.record(tap + "q_proj", q, add_batch=True)
         taps.record(tap + "k_proj", k, add_batch=True)
         taps.record(tap + "v_proj", v, add_batch=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-__all__ = ["linear", "rms_norm", "layer_norm", "gelu", "gelu_tanh", "silu", "sigmoid", "softmax",
+__all__ = ["linear", "linear_many", "rms_norm", "layer_norm", "gelu", "gelu_tanh", "silu", "sigmoid", "softmax",
            "rotate_half", "apply_rotary", "attention", "attention_mask", "check_attention_shapes", "moe_experts", "snake_beta",
            "causal_conv", "depthwise_causal_conv", "causal_trans_conv", "conv2d_stride2"]
 
@@ -32,6 +32,12 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) ->
     if bias is not None:
         y += bias
     return y
+
+
+def linear_many(x: np.ndarray, weights) -> list:
+    """Several bias-free projections of the same input (attention's q, k and v): [linear(x, w) for w in weights].
+    x [..., in], weights[i] [out_i, in] -> list of [..., out_i]. (A kernel may run them in one pass.)"""
+    return [linear(x, w) for w in weights]
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:

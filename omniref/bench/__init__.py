@@ -1,7 +1,9 @@
 """`python -m omniref bench`: the C++ hot path against the NumPy path, side by side in one run.
 
-    python -m omniref bench [--quick] [--json PATH] [--only kernels,attention,bf16,thinker,code2wav,audio,taps]
+    python -m omniref bench [--quick] [--json PATH] [--only PART,...]     parts: see PARTS below
     python -m omniref bench --full-width [--checkpoint DIR] [--quick]     (bench/fullwidth.py)
+    python -m omniref bench --profile [--quick]          per-op profile of one thinker decode step (profile.py)
+    python -m omniref bench --vs-llamacpp [--llamacpp-python PATH]   + llama.cpp's thinker figures (llamacpp.py)
 
 Figures (best of a few runs each: the machine is shared, the fastest run is the least disturbed one):
   kernels    fp32 GEMM x[M,K] @ W[N,K]^T at M=512, K=N=2048 and GEMV at M=1: GFLOP/s cpp vs NumPy (OpenBLAS)
@@ -12,6 +14,8 @@ Figures (best of a few runs each: the machine is shared, the fastest run is the 
              of 512 tokens and greedy-free decode tokens/s with a KV cache, both backends
   code2wav   Code2Wav at code2wav_default.json: 50 frames (4 s of 24 kHz audio), both backends
   audio      audio encoder at audio_encoder_bench.json on 30 s of log-mel, both backends
+  vision     vision encoder at vision_encoder_bench.json on a 1280x720 image, both backends (media.py)
+  talker     talker + code predictor frames/s and time to the first audio chunk, both backends (media.py)
   taps       what the trace taps cost with no trace active: tiny-model thinker decode steps without a trace and
              with a trace that keeps nothing, interleaved; the taps per step and one inactive record() call
 Workloads come from bench_inputs.json (shared with the Hugging Face reference scripts, so figures compare);
@@ -27,14 +31,18 @@ from pathlib import Path
 from .. import _native, backend
 from ..errors import InputError, output_file
 from .kernels import bench_attention, bench_bf16, bench_kernels
+from .llamacpp import bench_vs_llamacpp, llamacpp_python
+from .media import bench_talker, bench_vision
 from .models import bench_audio, bench_code2wav, bench_thinker
+from .profile import bench_profile, print_profile
 from .taps import bench_taps
 from .timing import bench_dir
 
-PARTS = ("kernels", "attention", "bf16", "thinker", "code2wav", "audio", "taps")
+PARTS = ("kernels", "attention", "bf16", "thinker", "code2wav", "audio", "vision", "talker", "taps")
 
 BENCHES = {"kernels": bench_kernels, "attention": bench_attention, "bf16": bench_bf16,
-           "thinker": bench_thinker, "code2wav": bench_code2wav, "audio": bench_audio, "taps": bench_taps}
+           "thinker": bench_thinker, "code2wav": bench_code2wav, "audio": bench_audio,
+           "vision": bench_vision, "talker": bench_talker, "taps": bench_taps}
 
 
 def _print(name: str, r: dict) -> None:
@@ -57,6 +65,13 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", help="with --full-width: a full-width checkpoint of >= 2 layers per stack "
                     "(default: write one into a temp dir)")
     ap.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    ap.add_argument("--profile", action="store_true",
+                    help="only a per-op profile of one thinker decode step (both backends) against the weight floor")
+    ap.add_argument("--vs-llamacpp", action="store_true",
+                    help="also run llama.cpp's thinker figures on the same config in this run and print the ratios "
+                         "(needs llama_cpp importable here or --llamacpp-python)")
+    ap.add_argument("--llamacpp-python", metavar="PATH",
+                    help="an interpreter that can import llama_cpp and gguf (default: $OMNIREF_LLAMACPP_PYTHON)")
     args = ap.parse_args(argv)
     if args.json:                                   # refused now, not after minutes of timing
         output_file(args.json, "--json output", force=args.force)
@@ -72,6 +87,8 @@ def main(argv=None) -> int:
             return 2
         return 0
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    if args.vs_llamacpp and "thinker" not in parts:
+        parts.append("thinker")
     unknown = [p for p in parts if p not in BENCHES]
     if unknown:
         ap.error(f"unknown part(s) {unknown}; choose from {', '.join(PARTS)}")
@@ -82,12 +99,22 @@ def main(argv=None) -> int:
         _native.set_threads(args.threads)
     results = {"info": backend.info(), "bench_dir": str(bench_dir()), "quick": args.quick}
     _print("machine", results["info"])
+    if args.profile:
+        results["profile"] = bench_profile(args.quick)
+        print_profile(results["profile"])
+        parts = []
     for p in parts:
         try:
             results[p] = BENCHES[p](args.quick)
         except Exception as exc:  # a model part may not exist yet in this tree: report, keep going
             results[p] = {"error": f"{type(exc).__name__}: {exc}"}
         _print(p, results[p])
+    if args.vs_llamacpp:
+        python, note = llamacpp_python(args.llamacpp_python)
+        print(f"== vs_llamacpp: {note}")
+        results["vs_llamacpp"] = bench_vs_llamacpp(args.quick, results["thinker"], python, note,
+                                                   args.threads or _native.max_threads())
+        _print("vs_llamacpp", results["vs_llamacpp"])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=float))
         print(f"wrote {args.json}")

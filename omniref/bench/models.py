@@ -2,7 +2,9 @@
 sizes of ../shared/bench, with seeded random weights, on both backends."""
 from __future__ import annotations
 
+import contextlib
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,7 +31,70 @@ def _random(shape, rng, scale=None) -> np.ndarray:
     return (rng.standard_normal(shape, dtype=np.float32) * np.float32(scale))
 
 
-def bench_thinker(quick: bool) -> dict:
+@dataclass
+class BenchThinker:
+    """The thinker text decoder of thinker_text_bench.json with seeded random weights, and its workload."""
+    dec: Decoder
+    embed: np.ndarray               # [V, H]
+    lm_head: object                 # [V, H] float32 or BF16Weight
+    head_dim: int
+    theta: float
+    mrope_section: list | None
+    ids: np.ndarray                 # [L] prompt ids
+    new_tokens: int
+    layers: int
+
+    def rope(self, start: int, n: int):
+        """cos, sin [n, hd] for positions start..start+n-1 (text tokens: the three MRoPE rows are equal)."""
+        pos = np.tile(np.arange(start, start + n, dtype=np.float32), (3, 1))     # [3, n]
+        return rope_cos_sin(pos, self.head_dim, self.theta, self.mrope_section)
+
+    def prefill(self, cache: KVCache) -> int:
+        """The prompt in one forward -> the greedy next token (logits for the last position only)."""
+        h = self.dec.forward(self.embed[self.ids], *self.rope(0, len(self.ids)), cache)    # [L, H]
+        return int(np.argmax(ops.linear(h[-1:], self.lm_head)[0]))
+
+    def step(self, tok: int, cache: KVCache) -> int:
+        """One greedy decode step after the cached tokens -> the next token."""
+        h = self.dec.forward(self.embed[[tok]], *self.rope(len(cache), 1), cache)          # [1, H]
+        return int(np.argmax(ops.linear(h, self.lm_head)[0]))
+
+    def run(self) -> tuple[float, float]:
+        """Prefill + new_tokens - 1 decode steps from an empty cache -> (prefill seconds, decode tokens/s)."""
+        cache = KVCache()
+        t0 = time.perf_counter()
+        tok = self.prefill(cache)
+        t1 = time.perf_counter()
+        for _ in range(self.new_tokens - 1):
+            tok = self.step(tok, cache)
+        return t1 - t0, (self.new_tokens - 1) / (time.perf_counter() - t1)
+
+    @contextlib.contextmanager
+    def bf16(self):
+        """The same model with its projection matrices kept as bfloat16 (rounded once; activations fp32):
+        decode streams half the weight bytes."""
+        w32, head32 = self.dec.weights, self.lm_head
+        self.dec.weights = {k: _native.BF16Weight.from_float32(v) if v.ndim == 2 else v for k, v in w32.items()}
+        self.lm_head = _native.BF16Weight.from_float32(head32)
+        try:
+            yield self
+        finally:
+            self.dec.weights, self.lm_head = w32, head32
+
+    def decode_weight_bytes(self) -> int:
+        """Bytes of weights one decode step must read: attention, router, top-k experts, norms, lm_head."""
+        w, n = self.dec.weights, 0
+        for i in range(self.layers):
+            for k, v in w.items():
+                if k.startswith(f"layers.{i}.") and ".experts." not in k:
+                    n += v.nbytes
+            for m in ("gate", "up", "down"):
+                n += self.dec.num_experts_per_tok * w[f"layers.{i}.mlp.experts.0.{m}_proj.weight"].nbytes
+        return n + w["norm.weight"].nbytes + self.lm_head.nbytes + self.embed.shape[1] * 4
+
+
+def bench_thinker_model(quick: bool) -> BenchThinker:
+    """Build the bench thinker (2 layers, 128 + 8 tokens with --quick)."""
     work = load_json("bench_inputs.json")["thinker"]
     c = load_json(work["config"])
     layers = 2 if quick else c["num_hidden_layers"]
@@ -57,25 +122,14 @@ def bench_thinker(quick: bool) -> dict:
     embed = rng.standard_normal((V, H), dtype=np.float32)
     lm_head = _random((V, H), rng)
     dec = Decoder(w, layers, nh, nkv, hd, c["rms_norm_eps"], E, c["num_experts_per_tok"], c["norm_topk_prob"])
-    theta, sec = c["rope_parameters"]["rope_theta"], c["rope_parameters"].get("mrope_section")
     L, new = (128, 8) if quick else (work["prompt_tokens"], work["new_tokens"])
-    ids = rng.integers(0, V, L)
+    return BenchThinker(dec, embed, lm_head, hd, c["rope_parameters"]["rope_theta"],
+                        c["rope_parameters"].get("mrope_section"), rng.integers(0, V, L), new, layers)
 
-    def pos3(start, n):  # text tokens: the three MRoPE rows are equal
-        return np.tile(np.arange(start, start + n, dtype=np.float32), (3, 1))
 
-    def run():
-        cache = KVCache()
-        t0 = time.perf_counter()
-        cos, sin = rope_cos_sin(pos3(0, L), hd, theta, sec)
-        h = dec.forward(embed[ids], cos, sin, cache)
-        tok = int(np.argmax(ops.linear(h[-1:], lm_head)[0]))
-        t1 = time.perf_counter()
-        for s in range(new - 1):  # greedy decode, logits only for the last position
-            cos, sin = rope_cos_sin(pos3(L + s, 1), hd, theta, sec)
-            h = dec.forward(embed[[tok]], cos, sin, cache)
-            tok = int(np.argmax(ops.linear(h, lm_head)[0]))
-        return t1 - t0, (new - 1) / (time.perf_counter() - t1)
+def bench_thinker(quick: bool) -> dict:
+    m = bench_thinker_model(quick)
+    layers, L, new, run = m.layers, len(m.ids), m.new_tokens, m.run
 
     res = {"layers": layers, "prompt_tokens": L, "new_tokens": new}
     for name in ("numpy", "cpp"):
@@ -84,17 +138,11 @@ def bench_thinker(quick: bool) -> dict:
             runs = [run() for _ in range(1 if quick else 2)]
         res[f"{name}_prefill_s"] = min(r[0] for r in runs)
         res[f"{name}_decode_tok_s"] = max(r[1] for r in runs)
-    # Same model with its projection matrices kept as bfloat16 (the weights rounded once; activations fp32):
-    # decode streams half the weight bytes.
-    w32 = dict(w)
-    dec.weights = {k: _native.BF16Weight.from_float32(v) if v.ndim == 2 else v for k, v in w32.items()}
-    lm_head32, lm_head = lm_head, _native.BF16Weight.from_float32(lm_head)
-    with backend.use("cpp"):
+    with m.bf16(), backend.use("cpp"):
         settle()
         runs = [run() for _ in range(1 if quick else 2)]
     res["cpp_bf16_prefill_s"] = min(r[0] for r in runs)
     res["cpp_bf16_decode_tok_s"] = max(r[1] for r in runs)
-    dec.weights, lm_head = w32, lm_head32
     res["prefill_ratio"] = res["numpy_prefill_s"] / res["cpp_prefill_s"]
     res["decode_ratio"] = res["cpp_decode_tok_s"] / res["numpy_decode_tok_s"]
     res.update(target_ratio=2.0, hf_reference_prefill_s=0.69, hf_reference_decode_tok_s=27.0,

@@ -233,13 +233,8 @@ class BF16Weight:
 
     @classmethod
     def from_float32(cls, w: np.ndarray) -> "BF16Weight":
-        """Round a float32 matrix to bfloat16 (round to nearest even, NaN kept NaN)."""
-        w = np.ascontiguousarray(w, dtype=np.float32)
-        u = w.view(np.uint32)
-        rounded = ((u + np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
-        nan = np.isnan(w)
-        rounded[nan] = ((u[nan] >> 16) | np.uint32(0x40)).astype(np.uint16)  # keep a quiet NaN
-        return cls(rounded)
+        """Round a float32 matrix to bfloat16 (round to nearest even, NaN kept NaN): `f32_to_bf16`."""
+        return cls(f32_to_bf16(w))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -259,7 +254,7 @@ class BF16Weight:
 
     def to_float32(self) -> np.ndarray:
         """[N, K] float32, exact."""
-        return (self.bits.astype(np.uint32) << 16).view(np.float32)
+        return bf16_to_f32(self.bits)
 
     def __array__(self, dtype=None, copy=None):
         out = self.to_float32()
@@ -270,7 +265,7 @@ class BF16Weight:
         return self.to_float32().T
 
     def __getitem__(self, index) -> np.ndarray:  # embedding lookups `table[ids]`: only those rows are widened
-        return (self.bits[index].astype(np.uint32) << 16).view(np.float32)
+        return bf16_to_f32(self.bits[index])
 
     def __repr__(self) -> str:
         return f"BF16Weight(shape={self.shape})"

@@ -42,3 +42,34 @@ def test_ratios_are_omniref_over_llamacpp():
     assert r["decode_fp32_vs_llamacpp"] == pytest.approx(1.5) and r["decode_bf16_vs_llamacpp"] == pytest.approx(1.1)
     assert r["prefill_fp32_vs_llamacpp"] == pytest.approx(2.0) and r["prefill_bf16_vs_llamacpp"] == pytest.approx(1.5)
     assert r["decode_cpp_vs_numpy"] == pytest.approx(1.5)
+
+
+def test_torch_reference_gets_the_stacked_expert_layout():
+    """fuse_experts turns the Hub's per-expert matrices into transformers 5's stacked parameters, in expert
+    order, gate rows before up rows; other keys pass through untouched."""
+    from omniref.bench.torchref import fuse_experts
+    rng = np.random.default_rng(0)
+    E, I, H = 3, 2, 4
+    hub = {f"model.layers.0.mlp.experts.{e}.{m}_proj.weight": rng.standard_normal((H, I) if m == "down" else (I, H))
+           for e in range(E) for m in ("gate", "up", "down")}
+    hub["model.layers.0.mlp.gate.weight"] = gate = rng.standard_normal((E, H))
+    out = fuse_experts(dict(hub))
+    assert sorted(out) == ["model.layers.0.mlp.experts.down_proj", "model.layers.0.mlp.experts.gate_up_proj",
+                           "model.layers.0.mlp.gate.weight"]
+    gu, down = out["model.layers.0.mlp.experts.gate_up_proj"], out["model.layers.0.mlp.experts.down_proj"]
+    assert gu.shape == (E, 2 * I, H) and down.shape == (E, H, I)
+    for e in range(E):
+        np.testing.assert_array_equal(gu[e, :I], hub[f"model.layers.0.mlp.experts.{e}.gate_proj.weight"])
+        np.testing.assert_array_equal(gu[e, I:], hub[f"model.layers.0.mlp.experts.{e}.up_proj.weight"])
+        np.testing.assert_array_equal(down[e], hub[f"model.layers.0.mlp.experts.{e}.down_proj.weight"])
+    assert out["model.layers.0.mlp.gate.weight"] is gate
+
+
+def test_torch_reference_is_optional(monkeypatch):
+    """Without torch the reference is reported as not timed, and no ratio is made up."""
+    from omniref.bench import torchref
+    monkeypatch.setattr(torchref, "_hf", lambda: None)
+    assert torchref.reference_module("Qwen3OmniMoeCode2Wav", "Qwen3OmniMoeCode2WavConfig", {}, {}) is None
+    res = torchref.with_target({"cpp_s": 1.0, **torchref.time_reference(None, None, 1)}, "cpp_s", 2.5)
+    assert res["torch_s"] is None and "not installed" in res["torch_note"] and "torch_ratio" not in res
+    assert res["target_vs_torch"] == 2.5

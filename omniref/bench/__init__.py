@@ -18,6 +18,9 @@ Figures (best of a few runs each: the machine is shared, the fastest run is the 
   talker     talker + code predictor frames/s and time to the first audio chunk, both backends (media.py)
   taps       what the trace taps cost with no trace active: tiny-model thinker decode steps without a trace and
              with a trace that keeps nothing, interleaved; the taps per step and one inactive record() call
+code2wav, audio, vision and talker also time the Hugging Face PyTorch reference on the same weights and inputs
+in the same run where torch and transformers happen to be importable (torchref.py; never required), and print
+torch_ratio (reference seconds / cpp seconds) beside the issue's target.
 Workloads come from bench_inputs.json (shared with the Hugging Face reference scripts, so figures compare);
 configs are read from ../shared/bench beside the repo when present, else from omniref/data/bench.
 Targets (issue 7) are printed beside each ratio.

@@ -24,6 +24,7 @@ from ..vision.encoder import encode_vision
 from ..vision.preprocess import preprocess_image
 from .models import DictWeights, random_code2wav
 from .timing import best_time, both, load_json, settle
+from .torchref import NOT_INSTALLED, reference_module, time_reference, with_target
 
 IMAGE_HW = (720, 1280)           # a 1280x720 frame (height, width)
 
@@ -52,27 +53,13 @@ def bench_vision(quick: bool) -> dict:
     P = inp.pixel_values.shape[0]
     res = {"image_hw": list(hw), "grid_thw": inp.grid_thw[0].tolist(), "patches": P, "depth": cfg.depth,
            "numpy_s": t["numpy"], "cpp_s": t["cpp"], "ratio": t["numpy"] / t["cpp"],
-           "cpp_patches_per_s": P / t["cpp"], "target_vs_torch": 1.5}
-    res.update(_torch_vision(vcfg, w, inp))
-    return res
-
-
-def _torch_vision(vcfg: dict, w: dict, inp) -> dict:
-    """The Hugging Face vision encoder on the same weights and pixels, where torch + transformers exist."""
-    try:
-        import torch
-        from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as hf
-        from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import \
-            Qwen3OmniMoeVisionEncoderConfig
-    except ImportError:
-        return {"torch_s": None, "torch_note": "torch/transformers not installed: reference not timed"}
-    torch.set_num_threads(2)
-    model = hf.Qwen3OmniMoeVisionEncoder(Qwen3OmniMoeVisionEncoderConfig(**vcfg)).eval()
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in w.items()}, strict=False)
-    px, grid = torch.from_numpy(inp.pixel_values), torch.from_numpy(np.asarray(inp.grid_thw))
-    with torch.no_grad():
-        ts = best_time(lambda: model(px, grid_thw=grid), 2)
-    return {"torch_s": ts}
+           "cpp_patches_per_s": P / t["cpp"]}
+    # Qwen3OmniMoeVisionEncoder.forward(pixel_values [P, C*T*p*p], grid_thw [1, 3]) on the same weights
+    ref = reference_module("Qwen3OmniMoeVisionEncoder", "Qwen3OmniMoeVisionEncoderConfig", vcfg, w)
+    res.update(time_reference(ref, lambda m, torch: m(torch.from_numpy(inp.pixel_values),
+                                                      grid_thw=torch.from_numpy(np.asarray(inp.grid_thw))),
+                              1 if quick else 2))
+    return with_target(res, "cpp_s", 1.5)
 
 
 def random_talker(tcfg: dict) -> Talker:
@@ -81,6 +68,46 @@ def random_talker(tcfg: dict) -> Talker:
     full["talker_config"] = {**full["talker_config"], **tcfg}
     w = _random_weights(full, "talker", "")
     return Talker(w, load_config(full))
+
+
+def _torch_talker(talker: Talker, inputs: TalkerInputs, c2w_cfg: dict, c2w: Code2Wav, N: int, K: int,
+                  reps: int) -> dict:
+    """The Hugging Face talker (`Qwen3OmniMoeTalkerForConditionalGeneration.generate`, called with the arguments
+    `Qwen3OmniMoeForConditionalGeneration.generate` passes it: greedy, repetition penalty 1.05, the codec's
+    special ids suppressed except eos) and Code2Wav on the same weights and inputs, timed as omniref is above."""
+    cfg = talker.tc
+    tk = {k[len("talker."):]: talker.weights[k] for k in talker.weights.keys() if k.startswith("talker.")}
+    ref = reference_module("Qwen3OmniMoeTalkerForConditionalGeneration", "Qwen3OmniMoeTalkerConfig",
+                           cfg.to_dict(), tk)
+    ref_c2w = reference_module("Qwen3OmniMoeCode2Wav", "Qwen3OmniMoeCode2WavConfig", c2w_cfg, c2w.w)
+    if ref is None or ref_c2w is None:
+        return {"torch_frames_per_s": None, "torch_note": NOT_INSTALLED["torch_note"]}
+    import torch
+    V = cfg.text_config.vocab_size
+    suppress = [i for i in range(V - 1024, V) if i != cfg.codec_eos_token_id]
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None]                  # noqa: E731  [..] -> [1, ..]
+    kw = dict(inputs_embeds=t(inputs.inputs_embeds), trailing_text_hidden=t(inputs.trailing_text_hidden),
+              tts_pad_embed=t(inputs.tts_pad[None]), talker_input_ids=t(inputs.input_ids),
+              attention_mask=torch.ones(1, len(inputs.input_ids), dtype=torch.long), do_sample=False,
+              repetition_penalty=1.05, suppress_tokens=suppress, eos_token_id=cfg.codec_eos_token_id,
+              output_hidden_states=True, return_dict_in_generate=True)
+
+    def timed(frames: int):
+        """-> (seconds, codes [G, frames made])"""
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = ref.generate(max_new_tokens=frames + 1, **kw)
+        s = time.perf_counter() - t0
+        codes = torch.stack([h[-1] for h in out.hidden_states if h[-1] is not None], dim=1)[0].T   # [G, n]
+        return s, codes.numpy()
+
+    timed(1)
+    s_first, codes_first = min((timed(K) for _ in range(reps)), key=lambda r: r[0])
+    s_all, codes_all = min((timed(N) for _ in range(reps)), key=lambda r: r[0])
+    res = time_reference(ref_c2w, lambda m, torch: m(torch.from_numpy(codes_first)[None]), reps)
+    made = codes_all.shape[1] - codes_first.shape[1]
+    return {"torch_frames_per_s": made / (s_all - s_first) if made > 0 else float("nan"),
+            "torch_first_audio_s": s_first + res["torch_s"], "torch_first_chunk_code2wav_s": res["torch_s"]}
 
 
 def talker_inputs(talker: Talker, L: int, n_trail: int) -> TalkerInputs:
@@ -126,4 +153,8 @@ def bench_talker(quick: bool) -> dict:
     res["frames_ratio"] = res["cpp_frames_per_s"] / res["numpy_frames_per_s"]
     res["first_audio_ratio"] = res["numpy_first_audio_s"] / res["cpp_first_audio_s"]
     res["real_time_frames_per_s"] = 12.5    # one frame = 80 ms of audio
+    res.update(_torch_talker(talker, inputs, c2w_cfg, c2w, N, K, reps))
+    if res.get("torch_frames_per_s"):
+        res["frames_vs_torch"] = res["cpp_frames_per_s"] / res["torch_frames_per_s"]
+        res["first_audio_vs_torch"] = res["torch_first_audio_s"] / res["cpp_first_audio_s"]
     return res

@@ -17,6 +17,7 @@ from ..config import AudioEncoderConfig, Code2WavConfig, load_config
 from ..decoder import Decoder, KVCache, rope_cos_sin
 from ..tiny import _draw, tiny_config, tiny_weights
 from .timing import both, load_json, settle
+from .torchref import reference_module, time_reference, with_target
 
 
 class DictWeights(dict):
@@ -161,14 +162,19 @@ def random_code2wav(cfg: dict, seed: int = 0) -> Code2Wav:
 
 def bench_code2wav(quick: bool) -> dict:
     work = load_json("bench_inputs.json")["code2wav"]
-    model = random_code2wav(load_json(work["config"]), 0)
+    cfg = load_json(work["config"])
+    model = random_code2wav(cfg, 0)
     T = 10 if quick else work["code_frames"]
     codes = np.random.default_rng(0).integers(0, model.cfg.codebook_size, (model.cfg.num_quantizers, T))
     t = both(lambda: model.forward_one(codes), 1 if quick else 2)
     seconds = model.output_length(T) / work["sample_rate"]
-    return {"frames": T, "audio_s": seconds, "numpy_s": t["numpy"], "cpp_s": t["cpp"],
-            "ratio": t["numpy"] / t["cpp"], "cpp_real_time_factor": t["cpp"] / seconds,
-            "hf_reference_s_for_50_frames": 2.7}
+    res = {"frames": T, "audio_s": seconds, "numpy_s": t["numpy"], "cpp_s": t["cpp"],
+           "ratio": t["numpy"] / t["cpp"], "cpp_real_time_factor": t["cpp"] / seconds,
+           "hf_reference_s_for_50_frames": 2.7}
+    # Qwen3OmniMoeCode2Wav.forward(codes [B, Q, T]) on the same weights, where torch is installed
+    ref = reference_module("Qwen3OmniMoeCode2Wav", "Qwen3OmniMoeCode2WavConfig", cfg, model.w)
+    res.update(time_reference(ref, lambda m, torch: m(torch.from_numpy(codes)[None]), 1 if quick else 2))
+    return with_target(res, "cpp_s", 2.5)
 
 
 def bench_audio(quick: bool) -> dict:
@@ -185,5 +191,10 @@ def bench_audio(quick: bool) -> dict:
     T = 500 if quick else work["mel_frames"]
     feats = np.random.default_rng(0).standard_normal((acfg["num_mel_bins"], T), dtype=np.float32)
     t = both(lambda: audio_encoder(w, cfg, feats, [T]), 1 if quick else 2)
-    return {"mel_frames": T, "numpy_s": t["numpy"], "cpp_s": t["cpp"], "ratio": t["numpy"] / t["cpp"],
-            "hf_reference_s_for_3000_frames": 1.1}
+    res = {"mel_frames": T, "numpy_s": t["numpy"], "cpp_s": t["cpp"], "ratio": t["numpy"] / t["cpp"],
+           "hf_reference_s_for_3000_frames": 1.1}
+    # Qwen3OmniMoeAudioEncoder.forward(input_features [mel, T], feature_lens [1]) on the same weights
+    ref = reference_module("Qwen3OmniMoeAudioEncoder", "Qwen3OmniMoeAudioEncoderConfig", acfg, w)
+    res.update(time_reference(ref, lambda m, torch: m(input_features=torch.from_numpy(feats),
+                                                      feature_lens=torch.tensor([T])), 1 if quick else 2))
+    return with_target(res, "cpp_s", 2.5)

@@ -17,7 +17,7 @@ from ..config import AudioEncoderConfig, Code2WavConfig, load_config
 from ..decoder import Decoder, KVCache, rope_cos_sin
 from ..tiny import _draw, tiny_config, tiny_weights
 from .timing import both, load_json, settle
-from .torchref import reference_module, time_reference, with_target
+from .torchref import NOT_INSTALLED, reference_module, time_reference, with_target
 
 
 class DictWeights(dict):
@@ -60,15 +60,21 @@ class BenchThinker:
         h = self.dec.forward(self.embed[[tok]], *self.rope(len(cache), 1), cache)          # [1, H]
         return int(np.argmax(ops.linear(h, self.lm_head)[0]))
 
-    def run(self) -> tuple[float, float]:
-        """Prefill + new_tokens - 1 decode steps from an empty cache -> (prefill seconds, decode tokens/s)."""
+    def run(self, tokens: list | None = None) -> tuple[float, float]:
+        """Prefill + new_tokens - 1 decode steps from an empty cache -> (prefill seconds, decode tokens/s);
+        the greedy tokens are appended to `tokens` if given."""
         cache = KVCache()
         t0 = time.perf_counter()
         tok = self.prefill(cache)
         t1 = time.perf_counter()
+        made = [tok]
         for _ in range(self.new_tokens - 1):
             tok = self.step(tok, cache)
-        return t1 - t0, (self.new_tokens - 1) / (time.perf_counter() - t1)
+            made.append(tok)
+        dt = time.perf_counter() - t1
+        if tokens is not None:
+            tokens.extend(made)
+        return t1 - t0, (self.new_tokens - 1) / dt
 
     @contextlib.contextmanager
     def bf16(self):
@@ -133,10 +139,11 @@ def bench_thinker(quick: bool) -> dict:
     layers, L, new, run = m.layers, len(m.ids), m.new_tokens, m.run
 
     res = {"layers": layers, "prompt_tokens": L, "new_tokens": new}
+    tokens: dict[str, list] = {"numpy": [], "cpp": []}
     for name in ("numpy", "cpp"):
         with backend.use(name):
             settle()
-            runs = [run() for _ in range(1 if quick else 2)]
+            runs = [run(tokens[name] if r == 0 else None) for r in range(1 if quick else 2)]
         res[f"{name}_prefill_s"] = min(r[0] for r in runs)
         res[f"{name}_decode_tok_s"] = max(r[1] for r in runs)
     with m.bf16(), backend.use("cpp"):
@@ -146,9 +153,47 @@ def bench_thinker(quick: bool) -> dict:
     res["cpp_bf16_decode_tok_s"] = max(r[1] for r in runs)
     res["prefill_ratio"] = res["numpy_prefill_s"] / res["cpp_prefill_s"]
     res["decode_ratio"] = res["cpp_decode_tok_s"] / res["numpy_decode_tok_s"]
-    res.update(target_ratio=2.0, hf_reference_prefill_s=0.69, hf_reference_decode_tok_s=27.0,
-               decode_vs_hf=res["cpp_decode_tok_s"] / 27.0, target_decode_vs_hf=1.5)
+    res.update(target_ratio=2.0, target_decode_vs_hf=1.5)
+    res.update(_torch_thinker(m, 1 if quick else 2, tokens["cpp"]))
+    if res.get("torch_decode_tok_s"):
+        res["decode_vs_torch"] = res["cpp_decode_tok_s"] / res["torch_decode_tok_s"]
+        res["prefill_vs_torch"] = res["torch_prefill_s"] / res["cpp_prefill_s"]
+    else:       # the reference's figures as recorded on the machine that made ../shared/bench (not this run)
+        res.update(hf_reference_prefill_s=0.69, hf_reference_decode_tok_s=27.0,
+                   decode_vs_hf=res["cpp_decode_tok_s"] / 27.0)
+    res["numpy_cpp_tokens_equal"] = tokens["numpy"] == tokens["cpp"]
     return res
+
+
+def _torch_thinker(m: BenchThinker, repeat: int, cpp_tokens: list) -> dict:
+    """`Qwen3OmniMoeThinkerTextModel` + the same lm_head on the same weights, where torch is installed, run
+    exactly as BenchThinker.run: prefill, then greedy steps with its KV cache (DynamicCache), the logits of the
+    last position only. Also says whether its greedy tokens are omniref's."""
+    cfg = load_json(load_json("bench_inputs.json")["thinker"]["config"])
+    ref = reference_module("Qwen3OmniMoeThinkerTextModel", "Qwen3OmniMoeTextConfig",
+                           {**cfg, "num_hidden_layers": m.layers}, {**m.dec.weights, "embed_tokens.weight": m.embed})
+    if ref is None:
+        return {"torch_decode_tok_s": None, "torch_note": NOT_INSTALLED["torch_note"]}
+    import torch
+    from transformers.cache_utils import DynamicCache
+    head = torch.from_numpy(np.asarray(m.lm_head))                                        # [V, H]
+
+    def run() -> tuple[float, float, list]:
+        cache = DynamicCache(config=ref.config)
+        greedy = lambda ids: int(torch.argmax(                                          # noqa: E731
+            ref(input_ids=ids, cache=cache, use_cache=True).last_hidden_state[0, -1] @ head.T))
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            made = [greedy(torch.from_numpy(m.ids)[None])]
+            t1 = time.perf_counter()
+            for _ in range(m.new_tokens - 1):
+                made.append(greedy(torch.tensor([[made[-1]]])))
+        return t1 - t0, (m.new_tokens - 1) / (time.perf_counter() - t1), made
+
+    settle()
+    runs = [run() for _ in range(repeat)]
+    return {"torch_prefill_s": min(r[0] for r in runs), "torch_decode_tok_s": max(r[1] for r in runs),
+            "torch_cpp_tokens_equal": runs[0][2] == cpp_tokens}
 
 
 def random_code2wav(cfg: dict, seed: int = 0) -> Code2Wav:

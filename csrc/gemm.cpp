@@ -3,6 +3,7 @@
 #include "gemm.h"
 #include "cpu.h"
 #include "simd.h"
+#include "shared_cores.h"
 #include <type_traits>
 #include <vector>
 #ifdef OMNIREF_OPENMP

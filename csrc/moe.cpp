@@ -7,6 +7,7 @@
 #include "bindings.h"
 #include "cpu.h"
 #include "simd.h"
+#include "shared_cores.h"
 #include <memory>
 #include <type_traits>
 #include <vector>

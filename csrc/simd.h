@@ -10,7 +10,10 @@
 //
 // Interface of V (R = register of N floats):
 //   N, zero(), set1(x), load/loadu(p), storeu(p, r), loadu_part(p, n) / storeu_part(p, r, n) (first n<N
-//   lanes, rest zero / untouched), add, sub, mul, fma(a, b, c) = a*b + c, max, reduce_add, reduce_max (max of a
+//   lanes, rest zero / untouched), add, sub, mul, fma(a, b, c) = a*b + c, rounded(r) = r, through which the
+//   compiler cannot fuse the multiply that made r into a later add (GCC contracts a*b + c into one FMA where it
+//   sees fit, -ffp-contract=fast; a kernel whose bits must not depend on that choice states it with fma or
+//   rounded), max, reduce_add, reduce_max (max of a
 //   NaN depends on the operand order, as x86's maxps: kernels that must propagate NaN check for it themselves),
 //   exp(r) (Cephes-style expf, ~2 ulp, exp(x < -87) = 0, exp(+inf) = +inf, NaN stays NaN, as std::exp),
 //   load_bf16(p) / load_bf16_part(p, n): N bfloat16
@@ -110,6 +113,10 @@ struct V {
   static inline R mul(R a, R b) { return a * b; }
   static inline R fma(R a, R b, R c) { return std::fma(a, b, c); }
   static inline R max(R a, R b) { return a > b ? a : b; }
+  static inline R rounded(R a) {
+    volatile float v = a;  // a store and a load: nothing to fuse across
+    return v;
+  }
   static inline float reduce_add(R a) { return a; }
   static inline float reduce_max(R a) { return a; }
   static inline R exp(R x) { return x < OMNI_EXP_LO ? 0.f : std::exp(x); }
@@ -139,6 +146,10 @@ struct V {
   static inline R mul(R a, R b) { return _mm512_mul_ps(a, b); }
   static inline R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
   static inline R max(R a, R b) { return _mm512_max_ps(a, b); }
+  static inline R rounded(R a) {
+    __asm__("" : "+v"(a));  // an empty asm the value passes through: opaque to the optimizer, no instruction
+    return a;
+  }
   static inline float reduce_add(R a) { return _mm512_reduce_add_ps(a); }
   static inline float reduce_max(R a) { return _mm512_reduce_max_ps(a); }
   static inline R exp(R x0) {
@@ -225,6 +236,10 @@ struct V {
   static inline R mul(R a, R b) { return _mm256_mul_ps(a, b); }
   static inline R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
   static inline R max(R a, R b) { return _mm256_max_ps(a, b); }
+  static inline R rounded(R a) {
+    __asm__("" : "+x"(a));  // an empty asm the value passes through: opaque to the optimizer, no instruction
+    return a;
+  }
   static inline float reduce_add(R a) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -136,6 +136,26 @@ def test_moe_rows_do_not_depend_on_other_tokens():
     assert np.array_equal(part, full[10:40])
 
 
+@pytest.mark.parametrize("H,I,k,bf16", [(37, 19, 1, False), (70, 45, 3, False), (96, 300, 8, False),
+                                        (70, 45, 3, True), (129, 66, 4, True)])
+def test_one_token_path_has_the_batch_bits(isa, H, I, k, bf16):
+    """Decode (L = 1) runs its own two-phase path (moe_one_token in csrc/moe_kernels.inc); a token's result is
+    the same bits as that token in a batch of 3, where every expert has <= 3 tokens and the general three-phase
+    kernel streams its weights with the same dot products. Odd H and I leave vector tails and partial blocks;
+    H = 96 > 32 and I = 300 give several row blocks per task list; every thread count agrees."""
+    x, chosen, mix, experts = make(3, H, I, 9, k, seed=H + I + k, bf16=bf16)
+    batch = _native.moe(x, chosen, mix, experts)
+    before = _native.max_threads()
+    try:
+        for n in (1, 2, 3):
+            _native.set_threads(n)
+            for t in range(3):
+                one = _native.moe(x[t:t + 1], chosen[t:t + 1], mix[t:t + 1], experts)
+                assert np.array_equal(one, batch[t:t + 1]), (n, t)
+    finally:
+        _native.set_threads(before)
+
+
 def test_decoder_moe_cpp_matches_numpy_loop():
     """omniref.decoder.moe: the fused kernel (cpp backend) against the NumPy loop (numpy backend), with the
     router, a shared expert and every expert key the checkpoint layout uses."""

@@ -5,6 +5,7 @@
 #include "bindings.h"
 #include "cpu.h"
 #include "simd.h"
+#include <cfloat>
 #include <climits>
 #include <vector>
 #ifdef OMNIREF_OPENMP

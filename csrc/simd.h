@@ -16,6 +16,10 @@
 //   rounded), max, reduce_add, reduce_max (max of a
 //   NaN depends on the operand order, as x86's maxps: kernels that must propagate NaN check for it themselves),
 //   exp(r) (Cephes-style expf, ~2 ulp, exp(x < -87) = 0, exp(+inf) = +inf, NaN stays NaN, as std::exp),
+//   exp_nonpos(r): the same exp for x <= 0 or NaN only (a softmax's x - max), 14 instead of 28 operations:
+//   no overflow branch, n = round(x log2 e) and 2^n from one magic-number FMA, x clamped to -88 where n = -127
+//   makes 2^n's exponent field, and so the result, exactly 0 (also for -inf); NaN stays NaN; may differ from
+//   exp in the last bit, and in (-88, -87) by less than FLT_MIN (exp gives 0 there),
 //   load_bf16(p) / load_bf16_part(p, n): N bfloat16
 //   (uint16) widened exactly to float32 (bf16 bits are the high half of the float32 word);
 //   load_cols(p, stride, rows, cols, out[N]): an N x N block of a row-major matrix transposed, out[j] lane i =
@@ -120,6 +124,7 @@ struct V {
   static inline float reduce_add(R a) { return a; }
   static inline float reduce_max(R a) { return a; }
   static inline R exp(R x) { return x < OMNI_EXP_LO ? 0.f : std::exp(x); }
+  static inline R exp_nonpos(R x) { return exp(x); }
   static inline R load_bf16(const uint16_t* p) { return omni::widen(*p); }
   static inline R load_bf16_part(const uint16_t* p, int n) { return n > 0 ? omni::widen(*p) : 0.f; }
   static inline void load_cols(const float* p, int64_t stride, int rows, int cols, R* out) {
@@ -176,6 +181,23 @@ struct V {
     y = _mm512_mask_blend_ps(tiny, y, _mm512_setzero_ps());
     y = _mm512_mask_blend_ps(big, y, _mm512_set1_ps(INFINITY));
     return _mm512_mask_blend_ps(nan, y, x0);
+  }
+  static inline R exp_nonpos(R x0) {
+    // x >= -88: n >= -127, whose 2^n (exponent field 0) is 0. (A NaN x0 is kept: maxps returns it.)
+    const R x = _mm512_max_ps(_mm512_set1_ps(-88.f), x0);
+    // t = x log2(e) + 1.5 * 2^23 + 127 rounds to an integer: n = t - magic, and the low bits of t are n + 127
+    const R magic = _mm512_set1_ps(12582912.f + 127.f);
+    const R t = _mm512_fmadd_ps(x, _mm512_set1_ps(OMNI_LOG2E), magic), n = _mm512_sub_ps(t, magic);
+    R r = _mm512_fnmadd_ps(n, _mm512_set1_ps(OMNI_LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(OMNI_LN2_LO), r);
+    R p = _mm512_set1_ps(OMNI_EXP_P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P5));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23)));  // p 2^n
   }
   static inline R load_bf16(const uint16_t* p) {
     __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p));
@@ -275,6 +297,23 @@ struct V {
     y = _mm256_andnot_ps(tiny, y);
     y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), big);
     return _mm256_blendv_ps(y, x0, nan);
+  }
+  static inline R exp_nonpos(R x0) {
+    // x >= -88: n >= -127, whose 2^n (exponent field 0) is 0. (A NaN x0 is kept: maxps returns it.)
+    const R x = _mm256_max_ps(_mm256_set1_ps(-88.f), x0);
+    // t = x log2(e) + 1.5 * 2^23 + 127 rounds to an integer: n = t - magic, and the low bits of t are n + 127
+    const R magic = _mm256_set1_ps(12582912.f + 127.f);
+    const R t = _mm256_fmadd_ps(x, _mm256_set1_ps(OMNI_LOG2E), magic), n = _mm256_sub_ps(t, magic);
+    R r = _mm256_fnmadd_ps(n, _mm256_set1_ps(OMNI_LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(OMNI_LN2_LO), r);
+    R p = _mm256_set1_ps(OMNI_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P5));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23)));  // p 2^n
   }
   static inline R load_bf16(const uint16_t* p) {
     __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p));

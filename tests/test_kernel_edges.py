@@ -70,6 +70,7 @@ def test_linear_nonfinite(isa, M, where):
 ATTENTION_CASES = [  # Hq, Hkv, Lq, Lk, causal, window, segments, mask
     (4, 2, 1, 40, True, None, False, False),     # decode: one query row per head
     (4, 2, 37, 37, True, None, False, False),    # prefill: several query blocks, skipped key tiles
+    (4, 2, 130, 130, True, None, False, False),  # prefill over several key tiles: whole tiles skipped
     (2, 1, 70, 70, False, 9, False, False),      # sliding window
     (2, 2, 50, 50, False, None, True, False),    # block-diagonal segments
     (2, 1, 6, 30, False, None, False, True),     # explicit mask, some rows see nothing

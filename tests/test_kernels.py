@@ -156,6 +156,12 @@ ATTN_CASES = [
     (4, 4, 37, 50, 128, False, None, False, True),      # explicit mask, Lq != Lk
     (2, 1, 130, 130, 64, True, 40, True, True),         # everything at once
     (5, 5, 33, 33, 80, False, None, False, False),      # no mask at all, odd head count
+    # the multi-row path (csrc/attention_kernels.inc `attention_rows`): blocks of 32 rows, 48-key tiles,
+    # register blocks of 6 keys / 6 head-dim columns, each with its tail
+    (16, 4, 100, 100, 64, True, None, False, False),    # GQA prefill: blocks of 8 positions x 4 heads
+    (3, 3, 200, 200, 72, False, None, False, False),    # the vision head dim (12 x 6), 200 keys (4 x 48 + 8)
+    (2, 2, 45, 130, 13, False, None, False, False),     # Lq < Lk, head dim neither a multiple of 6 nor of 8
+    (4, 1, 60, 160, 64, True, 50, False, False),        # a chunk of a prompt on a cache, sliding window
 ]
 
 
@@ -200,6 +206,22 @@ def test_attention_scale_and_large_scores(isa):
     ref = attention_ref64(q, k, v, True, None, None, None, 0.5)
     out = _native.attention(q, k, v, causal=True, scale=0.5)
     assert np.all(np.isfinite(out)) and rel_err(out, ref) < 5e-5
+
+
+@pytest.mark.parametrize("window", [None, 100])  # a window longer than a key tile
+def test_attention_rows_independent_of_their_call(isa, window):
+    """A query row's result does not depend on the other rows of its call: a prompt fed through a KV cache in
+    chunks gives the same bits as fed at once, and so does any subset of the queries without a mask (key tiles
+    start at fixed multiples of the tile size whatever the block of rows; masked keys add exact zeros).
+    Chunks of one token are left out: a single query row runs the decode path, summed in another order."""
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal(s, dtype=np.float32) for s in ((8, 150, 64), (2, 150, 64), (2, 150, 64)))
+    whole = _native.attention(q, k, v, True, window)
+    for a, b in [(0, 37), (37, 39), (39, 100), (100, 150)]:
+        np.testing.assert_array_equal(_native.attention(q[:, a:b], k[:, :b], v[:, :b], True, window),
+                                      whole[:, a:b])
+    bidirectional = _native.attention(q, k, v)
+    np.testing.assert_array_equal(_native.attention(q[:, 70:135], k, v), bidirectional[:, 70:135])
 
 
 def test_attention_unsorted_segments_and_empty_rows(isa):

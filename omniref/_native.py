@@ -81,6 +81,9 @@ def _float32(name: str, a) -> np.ndarray:
     return np.require(a, np.float32, ["C", "A"])     # a copy only when needed (e.g. a buffer at an odd offset)
 
 
+_INF = float("inf")
+
+
 def _positive_int(name: str, value) -> int:
     """An integer >= 1 (a Python or NumPy int, or a float with an integral value); else a ValueError."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)):
@@ -275,7 +278,7 @@ def _check_moe(x, chosen, mix, experts):
     if x.ndim != 2:
         raise InputError(f"moe: x must be 2-D [L, H], got shape {x.shape}")
     idx = np.asarray(chosen)
-    if not np.issubdtype(idx.dtype, np.integer):
+    if idx.dtype.kind not in "iu":                                    # signed or unsigned integers
         raise TypeError(f"moe: chosen must hold integer expert ids, got dtype {idx.dtype}")
     if idx.ndim != 2 or idx.shape[0] != x.shape[0]:
         raise InputError(f"moe: chosen must be [L, k] = [{x.shape[0]}, k], got shape {idx.shape}")
@@ -284,13 +287,13 @@ def _check_moe(x, chosen, mix, experts):
     mix = _float32("moe: mix", mix)
     if mix.shape != idx.shape:
         raise InputError(f"moe: mix weights {mix.shape} must have the shape of chosen {idx.shape}")
-    if idx.shape[1] > 1:
-        ranked = np.sort(idx, axis=1)
-        repeats = ranked[:, 1:] == ranked[:, :-1]                    # [L, k-1]
-        if repeats.any():
-            dup = np.nonzero(repeats.any(axis=1))[0]
-            raise InputError(f"moe: token {dup[0]} chose expert {idx[dup[0]].tolist()} more than once")
-    ids = np.unique(idx)  # [U] ascending: the only experts that will be read
+    ranked = np.sort(idx, axis=1)                                    # [L, k] each token's ids ascending
+    repeats = ranked[:, 1:] == ranked[:, :-1]                        # [L, k-1]
+    if repeats.any():
+        dup = np.nonzero(repeats.any(axis=1))[0]
+        raise InputError(f"moe: token {dup[0]} chose expert {idx[dup[0]].tolist()} more than once")
+    # [U] ascending: the only experts that will be read (one token, a decode step: its own sorted row)
+    ids = ranked[0] if idx.shape[0] == 1 else np.unique(idx)
     triples = []
     for e in ids.tolist():
         if e not in experts:
@@ -327,7 +330,7 @@ def moe(x, chosen, mix, experts, *, naive: bool = False) -> np.ndarray:
             m.append(w)
     local = np.searchsorted(ids, idx).astype(np.int64)  # [L, k] position of each chosen id among ids
     packed = None
-    if not bf16 and not naive and PACK_WEIGHTS:
+    if not bf16 and not naive and PACK_WEIGHTS and x.shape[0] >= MOE_PACK_MIN_TOKENS:  # else no expert packs
         tokens = np.bincount(local.ravel(), minlength=len(ids))  # [U] tokens routed to each expert
         packed = []
         for n, g, u, d in zip(tokens.tolist(), *mats):
@@ -404,8 +407,10 @@ def rms_norm(x, weight, eps, *, naive: bool = False) -> np.ndarray:
     if w.shape != (H,):
         raise InputError(f"rms_norm: weight must have shape ({H},) to match x {x.shape}, got {w.shape}")
     eps = float(eps)
-    if not 0.0 <= eps < float("inf"):                # also False for NaN
+    if not 0.0 <= eps < _INF:                        # also False for NaN
         raise InputError(f"rms_norm: eps must be finite and >= 0, got {eps}")
+    if x.ndim == 2:                                  # [M, H] as is (the decoder's hidden rows)
+        return C.rms_norm(x, w, eps, naive)
     M = x.size // H if H else int(np.prod(x.shape[:-1]))
     return C.rms_norm(x.reshape(M, H), w, eps, naive).reshape(x.shape)
 
@@ -417,7 +422,7 @@ def rotary(x, cos, sin, *, naive: bool = False) -> np.ndarray:
     reads it in place and writes a fresh C-contiguous result, so the transpose costs no extra pass.
     """
     C = _require()
-    if np.ndim(x) < 2:
+    if (x.ndim if type(x) is np.ndarray else np.ndim(x)) < 2:
         raise InputError(f"rotary: x must be [..., L, D], got shape {np.shape(x)}")
     if not (type(x) is np.ndarray and x.dtype == np.float32 and (x.shape[-1] <= 1 or x.strides[-1] == 4)):
         x = _float32("rotary: x", x)
@@ -426,7 +431,9 @@ def rotary(x, cos, sin, *, naive: bool = False) -> np.ndarray:
     if cos.shape != (L, D) or sin.shape != (L, D):
         raise InputError(f"rotary: x {x.shape} needs cos and sin of shape ({L}, {D}), got {cos.shape} and "
                          f"{sin.shape}")
-    x3 = x if x.ndim == 3 else x.reshape(int(np.prod(x.shape[:-2])), L, D)   # 3-D: a view; others may copy
+    if x.ndim == 3:                                  # [heads, L, D]: as is, strided views included
+        return C.rotary(x, cos, sin, naive)
+    x3 = x.reshape(int(np.prod(x.shape[:-2])), L, D)   # may copy
     return C.rotary(x3, cos, sin, naive).reshape(x.shape)
 
 

@@ -23,6 +23,7 @@ their tokens differently (3-row multimodal positions, or plain 0..L-1).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,10 +40,14 @@ F32 = np.float32
 # ---------------------------------------------------------------------------------------------------------
 # Rotary angles
 # ---------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=16)
 def rope_inv_freq(head_dim: int, theta: float) -> np.ndarray:
-    """[hd/2] inverse frequencies θ^(-2i/hd), computed in float32 like the reference."""
+    """[hd/2] inverse frequencies θ^(-2i/hd), computed in float32 like the reference (read-only: cached, since
+    every decode step asks again)."""
     exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(F32) / F32(head_dim)
-    return (F32(1.0) / (F32(theta) ** exponent)).astype(F32)
+    inv_freq = (F32(1.0) / (F32(theta) ** exponent)).astype(F32)
+    inv_freq.setflags(write=False)
+    return inv_freq
 
 
 def rope_cos_sin(positions: np.ndarray, head_dim: int, theta: float,
@@ -157,13 +162,13 @@ def moe(x: np.ndarray, w, prefix: str, num_experts: int, top_k: int, norm_topk_p
     if probs.shape[1] != num_experts:
         raise ValueError(f"{prefix}gate.weight routes to {probs.shape[1]} experts, config says {num_experts}")
     chosen = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]                   # [L, k]
-    weights = np.take_along_axis(probs, chosen, axis=-1)                             # [L, k]
+    weights = probs[np.arange(len(probs))[:, None], chosen]                          # [L, k] (take_along_axis)
     if norm_topk_prob:
-        weights = weights / np.sum(weights, axis=-1, keepdims=True)
+        weights = weights / weights.sum(axis=-1, keepdims=True)
     taps.record(tap + "gate.router_scores", weights)
     taps.record(tap + "gate.router_indices", chosen)
     experts = {e: tuple(weight(w, f"{prefix}experts.{e}.{m}_proj.weight") for m in ("gate", "up", "down"))
-               for e in np.unique(chosen).tolist()}                   # only experts some token chose are read
+               for e in sorted(set(chosen.ravel().tolist()))}       # only experts some token chose are read
     out = ops.moe_experts(x, chosen, weights.astype(F32), experts)     # [L, H]
     taps.record(tap + "experts", out)
     if shared_expert:

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from itertools import chain
 import threading
 import warnings
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 

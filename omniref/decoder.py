@@ -162,7 +162,7 @@ def moe(x: np.ndarray, w, prefix: str, num_experts: int, top_k: int, norm_topk_p
     if probs.shape[1] != num_experts:
         raise ValueError(f"{prefix}gate.weight routes to {probs.shape[1]} experts, config says {num_experts}")
     chosen = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]                   # [L, k]
-    weights = probs[np.arange(len(probs))[:, None], chosen]                          # [L, k] (take_along_axis)
+    weights = np.take_along_axis(probs, chosen, axis=-1)                             # [L, k]
     if norm_topk_prob:
         weights = weights / weights.sum(axis=-1, keepdims=True)
     taps.record(tap + "gate.router_scores", weights)

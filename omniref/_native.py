@@ -324,13 +324,6 @@ def _check_moe(x, chosen, mix, experts):
     return x, mix, ids, local, (gate, up, down)
 
 
-def _moe_weight(e: int, w) -> np.ndarray:
-    """One float32 expert weight as the kernel takes it (C-contiguous float32; a lone BF16Weight widened)."""
-    if type(w) is np.ndarray and w.dtype == np.float32 and w.flags.c_contiguous:
-        return w
-    return _float32(f"moe: expert {e} weight", as_float32(w))
-
-
 def moe(x, chosen, mix, experts, *, naive: bool = False) -> np.ndarray:
     """Fused sparse MoE feed-forward on the C++ kernels; same arguments and result as nn.moe_experts.
 
@@ -347,7 +340,9 @@ def moe(x, chosen, mix, experts, *, naive: bool = False) -> np.ndarray:
     if bf16:
         gate, up, down = ([w.bits for w in m] for m in (gate, up, down))
     else:
-        gate, up, down = ([_moe_weight(e, w) for e, w in zip(ids, m)] for m in (gate, up, down))
+        gate, up, down = ([w if type(w) is np.ndarray and w.dtype == np.float32 and w.flags.c_contiguous
+                           else _float32(f"moe: expert {e} weight", as_float32(w)) for e, w in zip(ids, m)]
+                          for m in (gate, up, down))           # a lone BF16Weight among them is widened
     for e, g, u, d in zip(ids, gate, up, down):
         if g.ndim != 2 or g.shape[1] != H or u.shape != g.shape or d.shape != (H, g.shape[0]):
             raise InputError(f"moe: expert {e} weights gate {g.shape}, up {u.shape}, down {d.shape} must be "

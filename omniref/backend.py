@@ -283,7 +283,7 @@ def _rms_norm(x, weight, eps):
 def _apply_rotary(x, cos, sin):
     """x [..., L, D] (strided views welcome), cos/sin [L, D]."""
     if not (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim >= 2 and _is_f32(cos) and _is_f32(sin)
-            and np.shape(cos) == x.shape[-2:] and np.shape(sin) == x.shape[-2:]):
+            and getattr(cos, "shape", None) == x.shape[-2:] and getattr(sin, "shape", None) == x.shape[-2:]):
         return nn.apply_rotary(x, cos, sin)                      # other dtypes / broadcasts: the definition
     out = _native.rotary(x, cos, sin)
     if validating():

@@ -127,6 +127,12 @@ def weight(w, key: str):
         raise CheckpointError(f"missing weight '{where}{key}': the config's architecture needs it") from None
 
 
+def expert_weights(w, prefix: str) -> tuple:
+    """(gate_proj, up_proj, down_proj) weights of the SwiGLU MLP under `prefix` (an expert's: `experts.{e}.`)."""
+    return (weight(w, prefix + "gate_proj.weight"), weight(w, prefix + "up_proj.weight"),
+            weight(w, prefix + "down_proj.weight"))
+
+
 def swiglu(x: np.ndarray, w, prefix: str) -> np.ndarray:
     """SwiGLU MLP (Shazeer 2020; `Qwen3OmniMoeThinkerTextMLP`): down(silu(gate(x)) ⊙ up(x)).
     x [L, H] -> [L, H]; weights under `prefix`."""
@@ -167,7 +173,7 @@ def moe(x: np.ndarray, w, prefix: str, num_experts: int, top_k: int, norm_topk_p
         weights = weights / weights.sum(axis=-1, keepdims=True)
     taps.record(tap + "gate.router_scores", weights)
     taps.record(tap + "gate.router_indices", chosen)
-    experts = {e: tuple(weight(w, f"{prefix}experts.{e}.{m}_proj.weight") for m in ("gate", "up", "down"))
+    experts = {e: expert_weights(w, f"{prefix}experts.{e}.")
                for e in sorted(set(chosen.ravel().tolist()))}       # only experts some token chose are read
     out = ops.moe_experts(x, chosen, weights.astype(F32), experts)     # [L, H]
     taps.record(tap + "experts", out)

@@ -11,6 +11,7 @@ Lq / Lk query / key positions, D head dim.
 """
 from __future__ import annotations
 
+import math
 import os
 import weakref
 
@@ -79,6 +80,9 @@ def _float32(name: str, a) -> np.ndarray:
     if not (np.issubdtype(a.dtype, np.floating) and a.dtype.itemsize <= 8):
         raise TypeError(f"{name}: expected a float32 array, got dtype {a.dtype}")
     return np.require(a, np.float32, ["C", "A"])     # a copy only when needed (e.g. a buffer at an odd offset)
+
+
+_INF = float("inf")
 
 
 def _positive_int(name: str, value) -> int:
@@ -247,7 +251,7 @@ def _check_attention(q, k, v, causal, sliding_window, segments, mask, scale):
             raise InputError(f"attention: mask shape {m.shape} must be (Lq, Lk) = ({Lq}, {Lk})")
         m = np.ascontiguousarray(m)
     sc = float(D) ** -0.5 if scale is None else float(scale)
-    if not np.isfinite(sc):
+    if not math.isfinite(sc):
         raise InputError(f"attention: scale must be finite, got {scale}")
     return q, k, v, bool(causal), window, seg, m, sc
 
@@ -269,13 +273,14 @@ def attention(q, k, v, causal=False, sliding_window=None, segments=None, mask=No
 # fused mixture of experts (csrc/moe.cpp)
 # ---------------------------------------------------------------------------------------------------------
 def _check_moe(x, chosen, mix, experts):
-    """Validate a moe call; return x, chosen, mix, the sorted chosen expert ids [U] and their weight triples."""
+    """Validate a moe call; return x, mix, the sorted chosen expert ids [U] (a list), local [L, k] int64 (the
+    position of each chosen id in that list) and the experts' (gate, up, down) weight lists, in the order of ids."""
     if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):
         x = _float32("moe: x", x)
     if x.ndim != 2:
         raise InputError(f"moe: x must be 2-D [L, H], got shape {x.shape}")
     idx = np.asarray(chosen)
-    if not np.issubdtype(idx.dtype, np.integer):
+    if idx.dtype.kind not in "iu":                                    # signed or unsigned integers
         raise TypeError(f"moe: chosen must hold integer expert ids, got dtype {idx.dtype}")
     if idx.ndim != 2 or idx.shape[0] != x.shape[0]:
         raise InputError(f"moe: chosen must be [L, k] = [{x.shape[0]}, k], got shape {idx.shape}")
@@ -284,23 +289,39 @@ def _check_moe(x, chosen, mix, experts):
     mix = _float32("moe: mix", mix)
     if mix.shape != idx.shape:
         raise InputError(f"moe: mix weights {mix.shape} must have the shape of chosen {idx.shape}")
-    if idx.shape[1] > 1:
-        ranked = np.sort(idx, axis=1)
+    if idx.shape[0] == 1:
+        # One token (a decode step): its k ids as a Python list. The same checks as below without a NumPy call
+        # each: between two layers the weights stream through every cache, and each NumPy call then costs ~5 us
+        # (ops.moe_experts with a stub kernel, one token, 4 of 32 experts: 29 -> 22 us warm, 85 -> 74 us right
+        # after writing 64 MB).
+        row = idx[0].tolist()
+        ids = sorted(set(row))                                       # [U] ascending: the experts to read
+        if len(ids) != len(row):
+            raise InputError(f"moe: token 0 chose expert {row} more than once")
+        at = {e: u for u, e in enumerate(ids)}
+        local = np.array([[at[e] for e in row]], np.int64)           # [1, k]
+    else:
+        ranked = np.sort(idx, axis=1)                                # [L, k] each token's ids ascending
         repeats = ranked[:, 1:] == ranked[:, :-1]                    # [L, k-1]
         if repeats.any():
             dup = np.nonzero(repeats.any(axis=1))[0]
             raise InputError(f"moe: token {dup[0]} chose expert {idx[dup[0]].tolist()} more than once")
-    ids = np.unique(idx)  # [U] ascending: the only experts that will be read
-    triples = []
-    for e in ids.tolist():
+        unique = np.unique(idx)                                      # [U] ascending: the only experts read
+        local = np.searchsorted(unique, idx).astype(np.int64)        # [L, k] position of each id among them
+        ids = unique.tolist()
+    gate, up, down = [], [], []
+    for e in ids:
         if e not in experts:
             raise InputError(f"moe: expert {e} was chosen but its weights were not passed "
                              f"(passed: {sorted(experts)[:8]}{'...' if len(experts) > 8 else ''})")
         t = experts[e]
         if len(t) != 3:
             raise InputError(f"moe: expert {e} needs (gate, up, down) weights, got {len(t)} arrays")
-        triples.append(tuple(t))
-    return x, idx, mix, ids, triples
+        g, u, d = t
+        gate.append(g)
+        up.append(u)
+        down.append(d)
+    return x, mix, ids, local, (gate, up, down)
 
 
 def moe(x, chosen, mix, experts, *, naive: bool = False) -> np.ndarray:
@@ -312,28 +333,28 @@ def moe(x, chosen, mix, experts, *, naive: bool = False) -> np.ndarray:
     a token added in ascending expert id, independent of the thread count.
     """
     C = _require()
-    x, idx, mix, ids, triples = _check_moe(x, chosen, mix, experts)
+    x, mix, ids, local, (gate, up, down) = _check_moe(x, chosen, mix, experts)
     H = x.shape[1]
-    bf16 = bool(triples) and all(isinstance(w, BF16Weight) for t in triples for w in t)
-    mats = ([], [], [])
-    for e, t in zip(ids.tolist(), triples):
-        ws = [w.bits if bf16 else (w if type(w) is np.ndarray and w.dtype == np.float32 and w.flags.c_contiguous
-                                    else _float32(f"moe: expert {e} weight", as_float32(w))) for w in t]
-        g, u, d = ws
+    # all bf16: the kernel reads the bits; otherwise every weight as float32
+    bf16 = bool(ids) and all(isinstance(w, BF16Weight) for m in (gate, up, down) for w in m)
+    if bf16:
+        gate, up, down = ([w.bits for w in m] for m in (gate, up, down))
+    else:
+        gate, up, down = ([w if type(w) is np.ndarray and w.dtype == np.float32 and w.flags.c_contiguous
+                           else _float32(f"moe: expert {e} weight", as_float32(w)) for e, w in zip(ids, m)]
+                          for m in (gate, up, down))           # a lone BF16Weight among them is widened
+    for e, g, u, d in zip(ids, gate, up, down):
         if g.ndim != 2 or g.shape[1] != H or u.shape != g.shape or d.shape != (H, g.shape[0]):
             raise InputError(f"moe: expert {e} weights gate {g.shape}, up {u.shape}, down {d.shape} must be "
                              f"[I, {H}], [I, {H}], [{H}, I]")
-        for m, w in zip(mats, ws):
-            m.append(w)
-    local = np.searchsorted(ids, idx).astype(np.int64)  # [L, k] position of each chosen id among ids
     packed = None
-    if not bf16 and not naive and PACK_WEIGHTS:
+    if not bf16 and not naive and PACK_WEIGHTS and x.shape[0] >= MOE_PACK_MIN_TOKENS:  # else no expert packs
         tokens = np.bincount(local.ravel(), minlength=len(ids))  # [U] tokens routed to each expert
         packed = []
-        for n, g, u, d in zip(tokens.tolist(), *mats):
+        for n, g, u, d in zip(tokens.tolist(), gate, up, down):
             p = (packed_weight(g), packed_weight(u), packed_weight(d)) if n >= MOE_PACK_MIN_TOKENS else None
             packed.append(None if p is None or any(a is None for a in p) else p)  # None: packed per call
-    return C.moe(x, local, mix, mats[0], mats[1], mats[2], naive, packed)
+    return C.moe(x, local, mix, gate, up, down, naive, packed)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -404,8 +425,10 @@ def rms_norm(x, weight, eps, *, naive: bool = False) -> np.ndarray:
     if w.shape != (H,):
         raise InputError(f"rms_norm: weight must have shape ({H},) to match x {x.shape}, got {w.shape}")
     eps = float(eps)
-    if not 0.0 <= eps < float("inf"):                # also False for NaN
+    if not 0.0 <= eps < _INF:                        # also False for NaN
         raise InputError(f"rms_norm: eps must be finite and >= 0, got {eps}")
+    if x.ndim == 2:                                  # [M, H] as is (the decoder's hidden rows)
+        return C.rms_norm(x, w, eps, naive)
     M = x.size // H if H else int(np.prod(x.shape[:-1]))
     return C.rms_norm(x.reshape(M, H), w, eps, naive).reshape(x.shape)
 
@@ -417,7 +440,7 @@ def rotary(x, cos, sin, *, naive: bool = False) -> np.ndarray:
     reads it in place and writes a fresh C-contiguous result, so the transpose costs no extra pass.
     """
     C = _require()
-    if np.ndim(x) < 2:
+    if (x.ndim if type(x) is np.ndarray else np.ndim(x)) < 2:
         raise InputError(f"rotary: x must be [..., L, D], got shape {np.shape(x)}")
     if not (type(x) is np.ndarray and x.dtype == np.float32 and (x.shape[-1] <= 1 or x.strides[-1] == 4)):
         x = _float32("rotary: x", x)
@@ -426,7 +449,9 @@ def rotary(x, cos, sin, *, naive: bool = False) -> np.ndarray:
     if cos.shape != (L, D) or sin.shape != (L, D):
         raise InputError(f"rotary: x {x.shape} needs cos and sin of shape ({L}, {D}), got {cos.shape} and "
                          f"{sin.shape}")
-    x3 = x if x.ndim == 3 else x.reshape(int(np.prod(x.shape[:-2])), L, D)   # 3-D: a view; others may copy
+    if x.ndim == 3:                                  # [heads, L, D]: as is, strided views included
+        return C.rotary(x, cos, sin, naive)
+    x3 = x.reshape(int(np.prod(x.shape[:-2])), L, D)   # may copy
     return C.rotary(x3, cos, sin, naive).reshape(x.shape)
 
 

@@ -23,6 +23,7 @@ their tokens differently (3-row multimodal positions, or plain 0..L-1).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,10 +40,14 @@ F32 = np.float32
 # ---------------------------------------------------------------------------------------------------------
 # Rotary angles
 # ---------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=16)
 def rope_inv_freq(head_dim: int, theta: float) -> np.ndarray:
-    """[hd/2] inverse frequencies θ^(-2i/hd), computed in float32 like the reference."""
+    """[hd/2] inverse frequencies θ^(-2i/hd), computed in float32 like the reference (read-only: cached, since
+    every decode step asks again)."""
     exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(F32) / F32(head_dim)
-    return (F32(1.0) / (F32(theta) ** exponent)).astype(F32)
+    inv_freq = (F32(1.0) / (F32(theta) ** exponent)).astype(F32)
+    inv_freq.setflags(write=False)
+    return inv_freq
 
 
 def rope_cos_sin(positions: np.ndarray, head_dim: int, theta: float,
@@ -122,6 +127,12 @@ def weight(w, key: str):
         raise CheckpointError(f"missing weight '{where}{key}': the config's architecture needs it") from None
 
 
+def expert_weights(w, prefix: str) -> tuple:
+    """(gate_proj, up_proj, down_proj) weights of the SwiGLU MLP under `prefix` (an expert's: `experts.{e}.`)."""
+    return (weight(w, prefix + "gate_proj.weight"), weight(w, prefix + "up_proj.weight"),
+            weight(w, prefix + "down_proj.weight"))
+
+
 def swiglu(x: np.ndarray, w, prefix: str) -> np.ndarray:
     """SwiGLU MLP (Shazeer 2020; `Qwen3OmniMoeThinkerTextMLP`): down(silu(gate(x)) ⊙ up(x)).
     x [L, H] -> [L, H]; weights under `prefix`."""
@@ -159,11 +170,11 @@ def moe(x: np.ndarray, w, prefix: str, num_experts: int, top_k: int, norm_topk_p
     chosen = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]                   # [L, k]
     weights = np.take_along_axis(probs, chosen, axis=-1)                             # [L, k]
     if norm_topk_prob:
-        weights = weights / np.sum(weights, axis=-1, keepdims=True)
+        weights = weights / weights.sum(axis=-1, keepdims=True)
     taps.record(tap + "gate.router_scores", weights)
     taps.record(tap + "gate.router_indices", chosen)
-    experts = {e: tuple(weight(w, f"{prefix}experts.{e}.{m}_proj.weight") for m in ("gate", "up", "down"))
-               for e in np.unique(chosen).tolist()}                   # only experts some token chose are read
+    experts = {e: expert_weights(w, f"{prefix}experts.{e}.")
+               for e in sorted(set(chosen.ravel().tolist()))}       # only experts some token chose are read
     out = ops.moe_experts(x, chosen, weights.astype(F32), experts)     # [L, H]
     taps.record(tap + "experts", out)
     if shared_expert:

@@ -69,6 +69,8 @@ def test_linear_nonfinite(isa, M, where):
 
 ATTENTION_CASES = [  # Hq, Hkv, Lq, Lk, causal, window, segments, mask
     (4, 2, 1, 40, True, None, False, False),     # decode: one query row per head
+    (8, 2, 1, 40, True, None, False, False),     # decode, GQA group of 4: the block's rows in vector lanes
+    (8, 2, 3, 30, False, None, False, True),     # 3 new tokens x 4 heads in one block, explicit mask
     (4, 2, 37, 37, True, None, False, False),    # prefill: several query blocks, skipped key tiles
     (4, 2, 130, 130, True, None, False, False),  # prefill over several key tiles: whole tiles skipped
     (2, 1, 70, 70, False, 9, False, False),      # sliding window

@@ -1,7 +1,10 @@
 // elementwise.cpp -- activation kernels that NumPy runs on one thread with a slow scalar libm, here SIMD over
-// both cores: exact GELU (erf) of the audio encoder and ConvNeXt blocks, SnakeBeta of Code2Wav's decoder.
+// both cores: exact GELU (erf) of the audio encoder and ConvNeXt blocks, the tanh GELU of the vision
+// encoder, SnakeBeta of Code2Wav's decoder.
 //
 //   gelu(x [n] f32) -> y [n] f32                 y = 0.5x (1 + erf(x / sqrt2))          (omniref/nn.py: gelu)
+//   gelu_tanh(x [n] f32) -> y [n] f32            y = 0.5x (1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))
+//                                                (omniref/nn.py: gelu_tanh, the vision encoder's MLP)
 //   snake_beta(x [M, C] f32, a [C], inv_b [C]) -> y [M, C] f32
 //                                                y = x + sin(x a)^2 inv_b, a = e^alpha, inv_b = 1/(e^beta + 1e-9)
 //                                                (omniref/codec/code2wav.py: snake_beta; the caller computes a
@@ -14,6 +17,7 @@
 #include "simd.h"
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 #ifdef OMNIREF_OPENMP
 #include <omp.h>
@@ -33,6 +37,12 @@ void gelu_naive(const float* x, float* y, int64_t n) {
     y[i] = (0.5f * x[i]) * (1.0f + float(std::erf(double(t))));
   }
 }
+void gelu_tanh_naive(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float inner = x[i] + 0.044715f * x[i] * x[i] * x[i];
+    y[i] = (0.5f * x[i]) * (1.0f + float(std::tanh(double(0.7978845608028654f * inner))));
+  }
+}
 void snake_naive(const float* x, const float* a, const float* inv_b, float* y, int64_t rows, int64_t C) {
   for (int64_t t = 0; t < rows; ++t)
     for (int64_t c = 0; c < C; ++c) {
@@ -46,16 +56,19 @@ void snake_naive(const float* x, const float* a, const float* inv_b, float* y, i
 // One block of n elements / of rows x C channels on the selected instruction set (elementwise_kernels.inc);
 // snake_block returns true when some |x a| needs the libm fix-up below.
 void gelu_block(const float* x, float* y, int64_t n) { OMNI_DISPATCH(gelu_block(x, y, n)); }
+void gelu_tanh_block(const float* x, float* y, int64_t n) { OMNI_DISPATCH(gelu_tanh_block(x, y, n)); }
 bool snake_block(const float* x, const float* a, const float* inv_b, float* y, int64_t rows, int64_t C) {
   OMNI_DISPATCH(snake_block(x, a, inv_b, y, rows, C));
 }
 
-void gelu_fast(const float* x, float* y, int64_t n) {
+// An elementwise map over n floats, kBlock at a time on all threads (block = gelu_block or gelu_tanh_block).
+template <void (*block)(const float*, float*, int64_t)>
+void map_fast(const float* x, float* y, int64_t n) {
   const int64_t blocks = (n + kBlock - 1) / kBlock;
 #ifdef OMNIREF_OPENMP
 #pragma omp parallel for schedule(static) if (blocks > 1)
 #endif
-  for (int64_t b = 0; b < blocks; ++b) gelu_block(x + b * kBlock, y + b * kBlock, std::min(kBlock, n - b * kBlock));
+  for (int64_t b = 0; b < blocks; ++b) block(x + b * kBlock, y + b * kBlock, std::min(kBlock, n - b * kBlock));
 }
 
 void snake_fast(const float* x, const float* a, const float* inv_b, float* y, int64_t rows, int64_t C) {
@@ -79,12 +92,14 @@ void snake_fast(const float* x, const float* a, const float* inv_b, float* y, in
 }
 
 // ---- Python entry points (omniref/_native.py validates first; these checks are the second wall) -----------
-py::array_t<float> gelu_py(const py::array& x, bool naive) {
-  if (!x.dtype().is(py::dtype::of<float>())) throw py::type_error("gelu: x must be float32, got " +
+// y = f(x) elementwise for f = gelu or gelu_tanh (`name`): the fast map, or the libm reference with naive=True.
+template <void (*fast)(const float*, float*, int64_t), void (*reference)(const float*, float*, int64_t)>
+py::array_t<float> map_py(const std::string& name, const py::array& x, bool naive) {
+  if (!x.dtype().is(py::dtype::of<float>())) throw py::type_error(name + ": x must be float32, got " +
                                                                    std::string(py::str(x.dtype())));
-  if (!(x.flags() & py::array::c_style)) throw py::value_error("gelu: x must be C-contiguous");
+  if (!(x.flags() & py::array::c_style)) throw py::value_error(name + ": x must be C-contiguous");
   if (!(x.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
-    throw py::value_error("gelu: x must be aligned to its element size");
+    throw py::value_error(name + ": x must be aligned to its element size");
   std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
   py::array_t<float> y(shape);
   const int64_t n = x.size();
@@ -92,7 +107,7 @@ py::array_t<float> gelu_py(const py::array& x, bool naive) {
   float* yp = y.mutable_data();
   {
     py::gil_scoped_release nogil;
-    naive ? gelu_naive(xp, yp, n) : gelu_fast(xp, yp, n);
+    naive ? reference(xp, yp, n) : fast(xp, yp, n);
   }
   return y;
 }
@@ -119,8 +134,14 @@ py::array_t<float> snake_py(const py::array& x, const py::array& a, const py::ar
 }  // namespace
 
 void register_elementwise(py::module_& m) {
-  m.def("gelu", &gelu_py, py::arg("x"), py::arg("naive") = false,
-        "y = 0.5 x (1 + erf(x / sqrt 2)), float32, any shape (C-contiguous)");
+  m.def("gelu", [](const py::array& x, bool naive) { return map_py<map_fast<gelu_block>, gelu_naive>("gelu", x, naive); },
+        py::arg("x"), py::arg("naive") = false, "y = 0.5 x (1 + erf(x / sqrt 2)), float32, any shape (C-contiguous)");
+  m.def("gelu_tanh",
+        [](const py::array& x, bool naive) {
+          return map_py<map_fast<gelu_tanh_block>, gelu_tanh_naive>("gelu_tanh", x, naive);
+        },
+        py::arg("x"), py::arg("naive") = false,
+        "y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), float32, any shape (C-contiguous)");
   m.def("snake_beta", &snake_py, py::arg("x"), py::arg("a"), py::arg("inv_b"), py::arg("naive") = false,
         "y[M, C] = x + sin(x a)^2 inv_b with per-channel a = e^alpha, inv_b = 1/(e^beta + 1e-9)");
 }

@@ -362,18 +362,32 @@ def moe(x, chosen, mix, experts, *, naive: bool = False) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _map(name: str, x, naive: bool) -> np.ndarray:
+    """An elementwise C++ kernel `name` over any shape: float32 [...] -> float32 [...] (same shape)."""
+    C = _require()
+    shape = np.shape(x)                                  # before _float32, which makes 0-d arrays 1-d
+    if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):
+        x = _float32(f"{name}: x", x)
+    y = getattr(C, name)(x.reshape(-1), naive).reshape(shape)                          # [n] -> [...]
+    return y[()] if y.ndim == 0 else y
+
+
 def gelu(x, *, naive: bool = False) -> np.ndarray:
     """Exact (erf) GELU on the C++ kernels, any shape: float32 [...] -> float32 [...] (same shape).
 
     erf is evaluated in double and rounded once (see csrc/elementwise_kernels.inc), the float32 steps around
     it follow nn.gelu. NaN stays NaN, gelu(inf) = inf, gelu(-inf) = nan, as in NumPy.
     """
-    C = _require()
-    shape = np.shape(x)                                  # before _float32, which makes 0-d arrays 1-d
-    if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):
-        x = _float32("gelu: x", x)
-    y = C.gelu(x.reshape(-1), naive).reshape(shape)                                    # [n] -> [...]
-    return y[()] if y.ndim == 0 else y
+    return _map("gelu", x, naive)
+
+
+def gelu_tanh(x, *, naive: bool = False) -> np.ndarray:
+    """GELU, tanh approximation (`gelu_pytorch_tanh`), on the C++ kernels: float32 [...] -> float32 [...].
+
+    tanh is evaluated in double and rounded once (NumPy's float32 tanh is within an ulp or two of that), the
+    float32 steps around it follow nn.gelu_tanh. NaN stays NaN, gelu_tanh(inf) = inf, gelu_tanh(-inf) = nan.
+    """
+    return _map("gelu_tanh", x, naive)
 
 
 def _snake_channels(x, alpha, beta):

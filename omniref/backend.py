@@ -15,7 +15,7 @@ else `nn.NAME` itself. Selecting the backend:
                                    the max abs / relative difference in `backend.validation_log`
 
 Ops with a kernel (csrc/; argument checks in omniref/_native.py): "linear", "linear_many", "attention",
-"moe_experts", "gelu", "rms_norm", "apply_rotary", "snake_beta", "causal_conv", "causal_trans_conv", "conv2d_stride2".
+"moe_experts", "gelu", "gelu_tanh", "rms_norm", "apply_rotary", "snake_beta", "causal_conv", "causal_trans_conv", "conv2d_stride2".
 Everything that decides *whether* a kernel pays (thresholds, fused variants) lives here, not in the models:
 the models state the maths once and the answer does not depend on the choice (same bits as before this layering).
 """
@@ -230,6 +230,15 @@ def _gelu(x):
     return out
 
 
+def _gelu_tanh(x):
+    if not _is_f32(x):
+        return nn.gelu_tanh(x)
+    out = _native.gelu_tanh(x)
+    if validating():
+        _check("gelu_tanh", out, (x,))
+    return out
+
+
 def _snake_beta(x, alpha, beta):
     if not (_is_f32(x) and _is_f32(alpha) and _is_f32(beta)):  # e.g. float64: the specification
         return nn.snake_beta(x, alpha, beta)
@@ -339,7 +348,7 @@ def attention_by_blocks(q: np.ndarray, k: np.ndarray, v: np.ndarray, segments: n
 OPS: dict[str, tuple] = {name: (getattr(nn, name), None) for name in nn.__all__}
 OPS.update({name: (getattr(nn, name), fn) for name, fn in (
     ("linear", _linear), ("linear_many", _linear_many), ("attention", _attention), ("moe_experts", _moe_experts),
-    ("gelu", _gelu), ("snake_beta", _snake_beta), ("causal_conv", _causal_conv),
+    ("gelu", _gelu), ("gelu_tanh", _gelu_tanh), ("snake_beta", _snake_beta), ("causal_conv", _causal_conv),
     ("causal_trans_conv", _causal_trans_conv), ("conv2d_stride2", _conv2d_stride2), ("rms_norm", _rms_norm),
     ("apply_rotary", _apply_rotary))})
 OPS["attention_by_blocks"] = (attention_by_blocks, None)   # a schedule of `attention` calls, on either backend

@@ -44,7 +44,7 @@ def test_cpp_dispatch_takes_the_kernel_only_where_one_exists():
     with backend.use("cpp"):
         assert ops.linear is backend.kernel("linear") and ops.linear is not nn.linear
         assert ops.layer_norm is nn.layer_norm                       # no kernel: the definition on both backends
-    assert set(backend.kernels()) == {"linear", "linear_many", "attention", "moe_experts", "gelu", "snake_beta",
+    assert set(backend.kernels()) == {"linear", "linear_many", "attention", "moe_experts", "gelu", "gelu_tanh", "snake_beta",
                                       "causal_conv", "causal_trans_conv", "conv2d_stride2", "rms_norm",
                                       "apply_rotary"}
 

@@ -1,6 +1,7 @@
 """The C++ elementwise kernels (csrc/elementwise.cpp) against their NumPy specifications, on every ISA.
 
 gelu:       omniref.nn.gelu on the numpy backend (0.5x · (1 + erf(x/√2)) with scipy's float32 erf)
+gelu_tanh:  omniref.nn.gelu_tanh (0.5x · (1 + tanh(√(2/π)(x + 0.044715x³))) with NumPy's float32 tanh)
 snake_beta: omniref.nn.snake_beta (the specification) (x + sin²(x·e^α) / (e^β + 1e-9))
 Both kernels evaluate erf / sin in double and round once, so they differ from the specification only by the
 last-bit rounding of erf / sin; every other float32 step is the same. The bounds below are that: one float32
@@ -22,6 +23,11 @@ F32 = np.float32
 def gelu_spec(x):
     with backend.use("numpy"), np.errstate(invalid="ignore"):
         return nn.gelu(x)
+
+
+def gelu_tanh_spec(x):
+    with backend.use("numpy"), np.errstate(invalid="ignore", over="ignore"):
+        return nn.gelu_tanh(x)
 
 
 def snake_spec(x, alpha, beta):
@@ -71,6 +77,48 @@ def test_erf_accuracy_inside_gelu(isa):
     g = _native.gelu(x).astype(np.float64)
     implied = g / (0.5 * x.astype(np.float64)) - 1.0                          # 1 + erf recovered, minus 1
     assert np.max(np.abs(implied - true)) <= 2 * EPS                          # <= 1 ulp of 1 + erf, + rounding
+
+
+# ------------------------------------------------------------------------------------------------- gelu_tanh
+def test_gelu_tanh_is_libm_tanh_rounded_once(isa):
+    """The kernel's tanh (expm1 polynomial in double, csrc/elementwise_kernels.inc) gives the same float32 as
+    libm's double tanh rounded once (the naive loop): both are within 5e-16 of the truth, so they can only
+    differ where the exact value sits at a float32 rounding tie."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([wide_values(rng, 200_000), (rng.standard_normal(200_000) * 3).astype(F32)])
+    out, naive = _native.gelu_tanh(x), _native.gelu_tanh(x, naive=True)
+    assert np.array_equal(np.isnan(out), np.isnan(naive))
+    ok = np.isfinite(naive)
+    assert np.array_equal(out[~ok], naive[~ok], equal_nan=True)
+    assert np.mean(out[ok] == naive[ok]) > 0.99999
+    assert np.all(np.abs(out[ok].astype(np.float64) - naive[ok]) <= np.abs(naive[ok].astype(np.float64)) * EPS)
+
+
+def test_gelu_tanh_matches_specification(isa):
+    rng = np.random.default_rng(6)
+    x = np.concatenate([wide_values(rng, 200_000), (rng.standard_normal(200_000) * 3).astype(F32)])
+    out, ref = _native.gelu_tanh(x), gelu_tanh_spec(x)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    assert np.array_equal(np.isnan(out), np.isnan(ref))                   # nan, and -inf * 0 at x = -inf
+    ok = np.isfinite(ref)
+    assert np.array_equal(out[~ok], ref[~ok], equal_nan=True)
+    # NumPy's float32 tanh is not correctly rounded (it differs from libm's rounded double in ~1 of 5 values
+    # here); allow 2 ulp of (1 + tanh) in [0, 2], times 0.5|x|, plus the last rounding.
+    bound = 0.5 * np.abs(x[ok].astype(np.float64)) * 2 * EPS + np.abs(ref[ok].astype(np.float64)) * EPS
+    assert np.all(np.abs(out[ok].astype(np.float64) - ref[ok]) <= bound)
+    ends = _native.gelu_tanh(np.array([np.inf, -np.inf, np.nan, -0.0, 40.0, -40.0, 1e30], F32))
+    assert ends[0] == np.inf and np.all(np.isnan(ends[1:3]))
+    assert ends[3] == 0 and np.signbit(ends[3]) and ends[4] == 40 and ends[5] == 0 and ends[6] == F32(1e30)
+
+
+def test_gelu_tanh_dispatch():
+    x = np.random.default_rng(7).standard_normal((4, 9)).astype(F32)
+    with backend.use("cpp"):
+        assert np.array_equal(ops.gelu_tanh(x), _native.gelu_tanh(x))
+        x64 = x.astype(np.float64)
+        assert np.array_equal(ops.gelu_tanh(x64), gelu_tanh_spec(x64))       # float64 keeps NumPy's semantics
+    with backend.use("numpy"):
+        assert np.array_equal(ops.gelu_tanh(x), gelu_tanh_spec(x))
 
 
 @pytest.mark.parametrize("shape", [(0,), (1,), (15,), (17,), (16385,), (3, 7), (2, 3, 33), (5, 1, 16384)])

@@ -221,22 +221,22 @@ def _moe_experts(x, chosen, mix, experts):
     return out
 
 
-def _gelu(x):
-    if not _is_f32(x):
-        return nn.gelu(x)
-    out = _native.gelu(x)
-    if validating():
-        _check("gelu", out, (x,))
-    return out
+def _activation(name: str):
+    """The cpp wrapper of an elementwise activation (`gelu`, `gelu_tanh`): _native.<name> on float32, nn.<name>
+    (NumPy's semantics) on any other dtype."""
+    spec, kernel = getattr(nn, name), getattr(_native, name)
+
+    def run(x):
+        if not _is_f32(x):
+            return spec(x)
+        out = kernel(x)
+        if validating():
+            _check(name, out, (x,))
+        return out
+    return run
 
 
-def _gelu_tanh(x):
-    if not _is_f32(x):
-        return nn.gelu_tanh(x)
-    out = _native.gelu_tanh(x)
-    if validating():
-        _check("gelu_tanh", out, (x,))
-    return out
+_gelu, _gelu_tanh = _activation("gelu"), _activation("gelu_tanh")
 
 
 def _snake_beta(x, alpha, beta):

@@ -157,13 +157,8 @@ struct V {
   }
   static inline float reduce_add(R a) { return _mm512_reduce_add_ps(a); }
   static inline float reduce_max(R a) { return _mm512_reduce_max_ps(a); }
-  static inline R exp(R x0) {
-    const __mmask16 tiny = _mm512_cmp_ps_mask(x0, _mm512_set1_ps(OMNI_EXP_LO), _CMP_LT_OQ);  // also -inf
-    const __mmask16 big = _mm512_cmp_ps_mask(x0, _mm512_set1_ps(OMNI_EXP_HI), _CMP_GT_OQ);   // also +inf
-    const __mmask16 nan = _mm512_cmp_ps_mask(x0, x0, _CMP_UNORD_Q);
-    R x = _mm512_min_ps(x0, _mm512_set1_ps(OMNI_EXP_HI));
-    x = _mm512_max_ps(x, _mm512_set1_ps(OMNI_EXP_LO));
-    R n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(OMNI_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // e^r for r = x - n ln2 (Cody-Waite, two parts of ln2), |r| <= ln2 / 2: the polynomial both exps share.
+  static inline R exp_reduced(R x, R n) {
     R r = _mm512_fnmadd_ps(n, _mm512_set1_ps(OMNI_LN2_HI), x);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(OMNI_LN2_LO), r);
     R p = _mm512_set1_ps(OMNI_EXP_P0);
@@ -173,6 +168,16 @@ struct V {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P4));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P5));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+    return p;
+  }
+  static inline R exp(R x0) {
+    const __mmask16 tiny = _mm512_cmp_ps_mask(x0, _mm512_set1_ps(OMNI_EXP_LO), _CMP_LT_OQ);  // also -inf
+    const __mmask16 big = _mm512_cmp_ps_mask(x0, _mm512_set1_ps(OMNI_EXP_HI), _CMP_GT_OQ);   // also +inf
+    const __mmask16 nan = _mm512_cmp_ps_mask(x0, x0, _CMP_UNORD_Q);
+    R x = _mm512_min_ps(x0, _mm512_set1_ps(OMNI_EXP_HI));
+    x = _mm512_max_ps(x, _mm512_set1_ps(OMNI_EXP_LO));
+    R n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(OMNI_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const R p = exp_reduced(x, n);
     // 2^n = 2^n1 · 2^n2 (n1 = n >> 1): n reaches 128 just below ln(FLT_MAX), one past the exponent field.
     const __m512i ni = _mm512_cvtps_epi32(n), n1 = _mm512_srai_epi32(ni, 1), n2 = _mm512_sub_epi32(ni, n1);
     const __m512i e1 = _mm512_slli_epi32(_mm512_add_epi32(n1, _mm512_set1_epi32(127)), 23);
@@ -188,15 +193,7 @@ struct V {
     // t = x log2(e) + 1.5 * 2^23 + 127 rounds to an integer: n = t - magic, and the low bits of t are n + 127
     const R magic = _mm512_set1_ps(12582912.f + 127.f);
     const R t = _mm512_fmadd_ps(x, _mm512_set1_ps(OMNI_LOG2E), magic), n = _mm512_sub_ps(t, magic);
-    R r = _mm512_fnmadd_ps(n, _mm512_set1_ps(OMNI_LN2_HI), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(OMNI_LN2_LO), r);
-    R p = _mm512_set1_ps(OMNI_EXP_P0);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OMNI_EXP_P5));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+    const R p = exp_reduced(x, n);
     return _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23)));  // p 2^n
   }
   static inline R load_bf16(const uint16_t* p) {
@@ -274,13 +271,8 @@ struct V {
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
-  static inline R exp(R x0) {
-    const R tiny = _mm256_cmp_ps(x0, _mm256_set1_ps(OMNI_EXP_LO), _CMP_LT_OQ);  // also -inf
-    const R big = _mm256_cmp_ps(x0, _mm256_set1_ps(OMNI_EXP_HI), _CMP_GT_OQ);   // also +inf
-    const R nan = _mm256_cmp_ps(x0, x0, _CMP_UNORD_Q);
-    R x = _mm256_min_ps(x0, _mm256_set1_ps(OMNI_EXP_HI));
-    x = _mm256_max_ps(x, _mm256_set1_ps(OMNI_EXP_LO));
-    R n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(OMNI_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // e^r for r = x - n ln2 (Cody-Waite, two parts of ln2), |r| <= ln2 / 2: the polynomial both exps share.
+  static inline R exp_reduced(R x, R n) {
     R r = _mm256_fnmadd_ps(n, _mm256_set1_ps(OMNI_LN2_HI), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(OMNI_LN2_LO), r);
     R p = _mm256_set1_ps(OMNI_EXP_P0);
@@ -290,6 +282,16 @@ struct V {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P4));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P5));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+    return p;
+  }
+  static inline R exp(R x0) {
+    const R tiny = _mm256_cmp_ps(x0, _mm256_set1_ps(OMNI_EXP_LO), _CMP_LT_OQ);  // also -inf
+    const R big = _mm256_cmp_ps(x0, _mm256_set1_ps(OMNI_EXP_HI), _CMP_GT_OQ);   // also +inf
+    const R nan = _mm256_cmp_ps(x0, x0, _CMP_UNORD_Q);
+    R x = _mm256_min_ps(x0, _mm256_set1_ps(OMNI_EXP_HI));
+    x = _mm256_max_ps(x, _mm256_set1_ps(OMNI_EXP_LO));
+    R n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(OMNI_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const R p = exp_reduced(x, n);
     const __m256i ni = _mm256_cvtps_epi32(n), n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
     const __m256i e1 = _mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23);
     const __m256i e2 = _mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23);
@@ -304,15 +306,7 @@ struct V {
     // t = x log2(e) + 1.5 * 2^23 + 127 rounds to an integer: n = t - magic, and the low bits of t are n + 127
     const R magic = _mm256_set1_ps(12582912.f + 127.f);
     const R t = _mm256_fmadd_ps(x, _mm256_set1_ps(OMNI_LOG2E), magic), n = _mm256_sub_ps(t, magic);
-    R r = _mm256_fnmadd_ps(n, _mm256_set1_ps(OMNI_LN2_HI), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(OMNI_LN2_LO), r);
-    R p = _mm256_set1_ps(OMNI_EXP_P0);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(OMNI_EXP_P5));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+    const R p = exp_reduced(x, n);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23)));  // p 2^n
   }
   static inline R load_bf16(const uint16_t* p) {

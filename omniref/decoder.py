@@ -128,7 +128,8 @@ def weight(w, key: str):
 
 
 def expert_weights(w, prefix: str) -> tuple:
-    """(gate_proj, up_proj, down_proj) weights of the SwiGLU MLP under `prefix` (an expert's: `experts.{e}.`)."""
+    """(gate_proj, up_proj, down_proj) weights of the SwiGLU MLP under `prefix` (a dense MLP's `mlp.`, a shared
+    expert's, or a routed expert's `experts.{e}.`)."""
     return (weight(w, prefix + "gate_proj.weight"), weight(w, prefix + "up_proj.weight"),
             weight(w, prefix + "down_proj.weight"))
 
@@ -136,9 +137,10 @@ def expert_weights(w, prefix: str) -> tuple:
 def swiglu(x: np.ndarray, w, prefix: str) -> np.ndarray:
     """SwiGLU MLP (Shazeer 2020; `Qwen3OmniMoeThinkerTextMLP`): down(silu(gate(x)) ⊙ up(x)).
     x [L, H] -> [L, H]; weights under `prefix`."""
-    g = ops.linear(x, weight(w, prefix + "gate_proj.weight"))             # [L, H] -> [L, I]
-    u = ops.linear(x, weight(w, prefix + "up_proj.weight"))               # [L, H] -> [L, I]
-    return ops.linear(ops.silu(g) * u, weight(w, prefix + "down_proj.weight"))   # [L, I] -> [L, H]
+    gate, up, down = expert_weights(w, prefix)
+    g = ops.linear(x, gate)                                               # [L, H] -> [L, I]
+    u = ops.linear(x, up)                                                 # [L, H] -> [L, I]
+    return ops.linear(ops.silu(g) * u, down)                              # [L, I] -> [L, H]
 
 
 @dataclass
